@@ -1,0 +1,139 @@
+"""Integration: the pack inside a real ComfyUI server (COMFYUI_PATH), driven over HTTP.
+
+Checks that the pack imports and registers every Stride node, that a tiny random Wan 2.1 loaded by
+the stock UNETLoader runs through SamplerCustomAdvanced with every Stride sampler x scheduler and
+returns finite latents, and that bad inputs give a clear error while the server keeps running.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from comfy_harness import execution_error
+
+pytestmark = pytest.mark.comfyui
+
+STRIDE_NODES = {
+    "StrideConsistencySampler", "StrideFlowSampler", "StrideStudentScheduler", "StrideTokenShiftScheduler",
+    "StridePublishedScheduler", "StrideScheduleSearch", "StrideSchedulePreset", "StrideToyTeacherLoader",
+    "StrideToyTextEncode", "StrideToyEmptyLatent", "StrideToyDecode", "StrideToyEncode",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_wan(comfy_server):
+    from trainer.toy.teacher import TeacherArch, build_diffusers_wan, save_wan_file
+
+    torch.manual_seed(0)
+    model = build_diffusers_wan(TeacherArch(num_heads=1, num_layers=2, ffn_dim=256))
+    path = comfy_server.base_dir / "models" / "diffusion_models" / "stride_tiny_wan.safetensors"
+    save_wan_file(model, path, dtype=torch.float32)
+    return path.name
+
+
+def test_pack_registers_every_node(comfy_server):
+    info = comfy_server.get("/object_info")
+    missing = STRIDE_NODES - set(info)
+    assert not missing, f"not registered: {missing}\n{comfy_server.log()[-3000:]}"
+    assert "IMPORT FAILED" not in comfy_server.log().split("Import times for custom nodes")[-1].split("\n\n")[0]
+    for node in STRIDE_NODES:
+        assert info[node]["category"].startswith("Stride/")
+
+
+def _base_graph(unet_name: str) -> dict:
+    return {
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": unet_name, "weight_dtype": "default"}},
+        "pos": {"class_type": "StrideToyTextEncode", "inputs": {"prompt": "a red square moving left quickly"}},
+        "neg": {"class_type": "StrideToyTextEncode", "inputs": {"prompt": ""}},
+        "guider": {"class_type": "CFGGuider", "inputs": {"model": ["unet", 0], "positive": ["pos", 0],
+                                                         "negative": ["neg", 0], "cfg": 1.0}},
+        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": 7}},
+        "latent": {"class_type": "StrideToyEmptyLatent", "inputs": {"batch_size": 1}},
+    }
+
+
+SAMPLERS = {
+    "lcm": {"class_type": "StrideConsistencySampler", "inputs": {"gamma": 1.0, "noise_seed": 3}},
+    "tcd": {"class_type": "StrideConsistencySampler", "inputs": {"gamma": 0.3, "noise_seed": 3}},
+    "ddim": {"class_type": "StrideFlowSampler", "inputs": {"order": 1}},
+    "flow2": {"class_type": "StrideFlowSampler", "inputs": {"order": 2}},
+}
+
+
+def _schedulers() -> dict:
+    return {
+        "student": {"class_type": "StrideStudentScheduler",
+                    "inputs": {"preset": "custom", "step_list": "1000,750,500,250", "shift": 5.0}},
+        "adv": {"class_type": "StrideStudentScheduler", "inputs": {"preset": "adv_4step", "step_list": "", "shift": 5.0}},
+        "token": {"class_type": "StrideTokenShiftScheduler",
+                  "inputs": {"latent": ["latent", 0], "steps": 4, "base_shift": 0.95, "max_shift": 2.05}},
+        "optimal": {"class_type": "StridePublishedScheduler", "inputs": {"schedule": "optimal_steps_wan", "steps": 4, "to_flow": False}},
+        "ays": {"class_type": "StridePublishedScheduler", "inputs": {"schedule": "ays_svd", "steps": 4, "to_flow": True}},
+        "search": {"class_type": "StrideScheduleSearch",
+                   "inputs": {"model": ["unet", 0], "positive": ["pos", 0], "negative": ["neg", 0],
+                              "latent": ["latent", 0], "seed": 1, "cfg": 1.0, "steps": 3, "reference_steps": 12,
+                              "temporal_weight": 1.0, "iterations": 1, "save_as": "stride_test_search"}},
+    }
+
+
+def test_every_sampler_with_every_scheduler_runs_tiny_wan(comfy_server, tiny_wan):
+    graph = _base_graph(tiny_wan)
+    schedulers = _schedulers()
+    for name, node in itertools.chain(SAMPLERS.items(), schedulers.items()):
+        graph[f"{name}_node"] = node
+    combos = list(itertools.product(SAMPLERS, schedulers))
+    for s_name, sch_name in combos:
+        key = f"{s_name}_{sch_name}"
+        graph[f"run_{key}"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": [f"{s_name}_node", 0],
+            "sigmas": [f"{sch_name}_node", 0], "latent_image": ["latent", 0]}}
+        graph[f"save_{key}"] = {"class_type": "SaveLatent", "inputs": {"samples": [f"run_{key}", 0],
+                                                                       "filename_prefix": f"stride/{key}"}}
+    entry = comfy_server.run(graph, timeout=900)
+    assert execution_error(entry) is None, f"{execution_error(entry)}\n{comfy_server.log()[-3000:]}"
+    for s_name, sch_name in combos:
+        files = sorted((comfy_server.base_dir / "output" / "stride").glob(f"{s_name}_{sch_name}_*.latent"))
+        assert files, f"no latent saved for {s_name} x {sch_name}"
+        latent = load_file(str(files[-1]))["latent_tensor"]
+        assert latent.shape == (1, 16, 9, 16, 16)
+        assert torch.isfinite(latent).all(), f"non-finite latent for {s_name} x {sch_name}"
+    # the search saved a preset that the preset node now lists and loads
+    info = comfy_server.get("/object_info/StrideSchedulePreset")
+    options = info["StrideSchedulePreset"]["input"]["required"]["preset"]
+    assert "stride_test_search" in str(options)
+
+
+BAD_INPUTS = {
+    "increasing step list": ({"class_type": "StrideStudentScheduler",
+                              "inputs": {"preset": "custom", "step_list": "250,500,750", "shift": 5.0}}, "step_list"),
+    "malformed step list": ({"class_type": "StrideStudentScheduler",
+                             "inputs": {"preset": "custom", "step_list": "1000,abc", "shift": 5.0}}, "step_list"),
+    "image latent for search": (None, "latent"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_a_clear_error_and_server_survives(comfy_server, tiny_wan, case):
+    graph = _base_graph(tiny_wan)
+    node, expected_word = BAD_INPUTS[case]
+    if node is None:  # a 4-D image latent where the temporal search needs frames
+        graph["img_latent"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 32, "height": 32, "batch_size": 1}}
+        node = {"class_type": "StrideScheduleSearch", "inputs": {
+            "model": ["unet", 0], "positive": ["pos", 0], "negative": ["neg", 0], "latent": ["img_latent", 0],
+            "seed": 1, "cfg": 1.0, "steps": 3, "reference_steps": 8, "temporal_weight": 1.0, "iterations": 1,
+            "save_as": ""}}
+    graph["bad"] = node
+    graph["run"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["ddim_node", 0], "sigmas": ["bad", 0],
+        "latent_image": ["latent", 0]}}
+    graph["ddim_node"] = SAMPLERS["ddim"]
+    graph["save"] = {"class_type": "SaveLatent", "inputs": {"samples": ["run", 0], "filename_prefix": "stride/bad"}}
+    entry = comfy_server.run(graph, timeout=300)
+    error = execution_error(entry)
+    assert error is not None, f"{case}: expected an error"
+    assert expected_word in error["exception_message"], error["exception_message"]
+    assert comfy_server.alive()

@@ -1,0 +1,1 @@
+"""Denoiser backends: one protocol, adapters for diffusers (here) and ComfyUI (``comfy.py``)."""

@@ -1,0 +1,46 @@
+"""The Denoiser protocol every sampler, schedule search, evaluation and distillation method uses.
+
+A backend wraps one loaded video model and answers ``predict_x0(x, sigma, context)`` in the flow
+convention of ``trainer.flow`` (sigma in [0, 1], x0 prediction out), whatever the model predicts
+internally. ``as_kdiffusion_model`` turns a backend plus conditioning and a CFG scale into the
+``model(x, sigma * s_in)`` callable the k-diffusion-style samplers in ``trainer.sampling`` take.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    def predict_x0(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x0 prediction for the noised latent x [B, C, F, H, W] at per-sample sigma [B]."""
+        ...
+
+
+def guided_x0(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+              negative: torch.Tensor | None, cfg: float) -> torch.Tensor:
+    """Classifier-free guidance in ComfyUI's convention: uncond + cfg * (cond - uncond).
+
+    cfg == 1 (or no negative) is a single conditional pass. Both passes run as one batch.
+    """
+    if negative is None or cfg == 1.0:
+        return denoiser.predict_x0(x, sigma, context)
+    both = denoiser.predict_x0(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([context, negative]))
+    cond, uncond = both.chunk(2)
+    return uncond + cfg * (cond - uncond)
+
+
+def as_kdiffusion_model(denoiser: Denoiser, context: torch.Tensor, negative: torch.Tensor | None = None,
+                        cfg: float = 1.0):
+    """A ``model(x, sigma_batch, **extra) -> x0`` callable for the samplers (flow convention)."""
+    if negative is not None and negative.shape != context.shape:
+        raise ValueError(f"negative conditioning {tuple(negative.shape)} does not match positive {tuple(context.shape)}")
+
+    def model(x: torch.Tensor, sigma: torch.Tensor, **_extra) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        return guided_x0(denoiser, x, sigma, context, negative, cfg)
+
+    return model

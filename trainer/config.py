@@ -1,0 +1,93 @@
+"""Typed config dataclasses from files and command-line flags.
+
+Every job's settings are one dataclass. ``add_dataclass_flags`` exposes each field as
+``--field-name`` (booleans as ``--flag/--no-flag``), ``load_config`` reads a TOML or JSON file
+(unknown keys are errors, so a typo never silently falls back to a default) and applies the flags
+the user actually gave on top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tomllib
+import typing
+from pathlib import Path
+
+
+def _field_type(cls, field: dataclasses.Field):
+    hints = typing.get_type_hints(cls)
+    tp = hints[field.name]
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = args[0]
+    return tp
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
+    for field in dataclasses.fields(cls):
+        flag = "--" + field.name.replace("_", "-")
+        tp = _field_type(cls, field)
+        help_text = field.metadata.get("help", "")
+        if tp is bool:
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        elif typing.get_origin(tp) in (list, tuple):
+            inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
+            parser.add_argument(flag, dest=field.name, default=argparse.SUPPRESS, help=help_text,
+                                type=lambda s, inner=inner: [inner(x) for x in s.split(",") if x.strip()])
+        elif tp in (int, float, str, Path):
+            parser.add_argument(flag, dest=field.name, type=tp, default=argparse.SUPPRESS, help=help_text)
+        # nested dataclasses are configured through the file only
+
+
+def read_config_file(path: Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path.suffix == ".toml":
+        return tomllib.loads(path.read_text())
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    raise ValueError(f"config file must be .toml or .json, got {path.name}")
+
+
+def build_config(cls, values: dict, where: str = "config"):
+    """Construct ``cls`` from a dict; unknown keys raise with the list of known ones."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {where} keys {unknown}; known keys: {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        tp = _field_type(cls, known[name])
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            value = build_config(tp, value, where=f"{where}.{name}")
+        elif tp is Path and value is not None:
+            value = Path(value)
+        elif typing.get_origin(tp) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_config(cls, args: argparse.Namespace, config_path: Path | None = None):
+    values = read_config_file(config_path) if config_path else {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    return build_config(cls, values)
+
+
+def config_to_dict(cfg) -> dict:
+    def convert(v):
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, dict):
+            return {k: convert(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [convert(x) for x in v]
+        return v
+
+    return convert(dataclasses.asdict(cfg))

@@ -1,0 +1,1 @@
+"""Pixel-space video utilities shared by interpolation and evaluation (OpenCV based)."""
