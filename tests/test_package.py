@@ -1,0 +1,85 @@
+"""Packaging and command-line contracts: cheap import, no generic top-level names, one dependency list."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_root_import_is_cheap_and_exports_only_the_v3_entrypoint():
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('stride_pack', r'{REPO / '__init__.py'}', "
+        f"submodule_search_locations=[r'{REPO}'])\n"
+        "mod = importlib.util.module_from_spec(spec); sys.modules['stride_pack'] = mod; spec.loader.exec_module(mod)\n"
+        "public = sorted(n for n in vars(mod) if not n.startswith('_'))\n"
+        "heavy = sorted(m for m in ('torch', 'diffusers', 'comfy', 'cv2', 'peft') if m in sys.modules)\n"
+        "print(public, heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "['comfy_entrypoint'] []", out
+
+
+def test_dependency_list_is_single_and_torch_is_unpinned():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    deps = project["project"]["dependencies"]
+    names = {d.split(">")[0].split("=")[0].split("<")[0].strip() for d in deps}
+    assert {"torch", "diffusers", "safetensors", "peft", "einops", "opencv-python", "accelerate"} <= names
+    torch_req = next(d for d in deps if d.startswith("torch"))
+    assert "==" not in torch_req and "<" not in torch_req, "a pin would replace a user's CUDA torch"
+    assert "comfyui-frontend-package" in " ".join(project["project"]["optional-dependencies"]["test"])
+    comfy = project["tool"]["comfy"]
+    assert comfy["PublisherId"] and comfy["DisplayName"] and comfy["requires-comfyui"] == ">=0.3.64"
+    req_file = REPO / "requirements.txt"
+    assert req_file.exists()
+    listed = [line.strip() for line in req_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert listed == deps, "requirements.txt must be identical to pyproject's dependency list"
+
+
+def test_wheel_has_no_generic_top_level_modules(tmp_path):
+    pytest.importorskip("setuptools")
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                             "-w", str(tmp_path), str(REPO)], capture_output=True, text=True)
+    if result.returncode != 0 and "No module named" in result.stderr:
+        pytest.skip(f"cannot build a wheel here: {result.stderr.strip()[-200:]}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    wheel = next(tmp_path.glob("*.whl"))
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert "trainer" not in tops and "nodes" not in tops and "tests" not in tops, tops
+    assert "comfyui_stride" in tops
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "comfyui_stride/trainer/toy/assets/text_table.safetensors" in names
+
+
+def test_bench_schedules_prints_one_json_object_with_rows_and_ratios():
+    out = subprocess.run([sys.executable, "-m", "trainer", "bench", "schedules", "--json", "--reference-steps", "60",
+                          "--iterations", "1"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    result = json.loads(out)
+    names = [row["name"] for row in result["rows"]]
+    assert {"uniform", "student_shift5", "token_shift", "optimal_steps_wan", "ays_svd_flow", "searched_temporal"} <= set(names)
+    for row in result["rows"]:
+        assert row["steps"] == 4 and row["error_to_reference"] >= 0 and row["temporal_error"] >= 0
+    ratio = result["ratios"]["search_vs_uniform_error"]
+    uniform = next(r for r in result["rows"] if r["name"] == "uniform")
+    searched = next(r for r in result["rows"] if r["name"] == "searched_temporal")
+    assert ratio == pytest.approx(searched["error_to_reference"] / uniform["error_to_reference"])
+    assert ratio <= 1.0  # the search starts from the uniform schedule and never returns a worse one
+
+
+def test_unknown_config_keys_and_bad_flags_are_errors(tmp_path):
+    from trainer.config import build_config
+    from trainer.toy.pretrain import PretrainConfig
+
+    with pytest.raises(ValueError, match="unknown config keys \\['stepz'\\]"):
+        build_config(PretrainConfig, {"stepz": 3})
+    bad = subprocess.run([sys.executable, "-m", "trainer", "bench", "schedules", "--steps", "zero"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "--steps" in bad.stderr
