@@ -46,12 +46,18 @@ def test_dependency_list_is_single_and_torch_is_unpinned():
 
 def test_wheel_has_no_generic_top_level_modules(tmp_path):
     pytest.importorskip("setuptools")
+    # build from a copy: setuptools writes build/ and *.egg-info next to the sources
+    import shutil
+
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "runs",
+                                                                "__pycache__", ".pytest_cache"))
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                             "-w", str(tmp_path), str(REPO)], capture_output=True, text=True)
+                             "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True)
     if result.returncode != 0 and "No module named" in result.stderr:
         pytest.skip(f"cannot build a wheel here: {result.stderr.strip()[-200:]}")
     assert result.returncode == 0, result.stderr[-2000:]
-    wheel = next(tmp_path.glob("*.whl"))
+    wheel = next((tmp_path / "dist").glob("*.whl"))
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert "trainer" not in tops and "nodes" not in tops and "tests" not in tops, tops
     assert "comfyui_stride" in tops
@@ -83,3 +89,13 @@ def test_unknown_config_keys_and_bad_flags_are_errors(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "trainer", "bench", "schedules", "--steps", "zero"], cwd=REPO,
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "--steps" in bad.stderr
+
+
+def test_pyproject_lists_every_package_directory():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    listed = set(project["tool"]["setuptools"]["packages"])
+    actual = {"comfyui_stride"} | {
+        "comfyui_stride." + ".".join(p.parent.relative_to(REPO).parts)
+        for top in ("trainer", "nodes") for p in (REPO / top).rglob("__init__.py")
+    }
+    assert listed == actual, f"missing: {actual - listed}, stale: {listed - actual}"

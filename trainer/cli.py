@@ -31,6 +31,7 @@ def _toy_export(args):
 BENCHES = {
     "schedules": "schedules",
     "interpolation": "interpolation",
+    "sampling": "sampling",
 }
 
 
@@ -76,6 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_flags(p, PretrainConfig)
     p.set_defaults(func=_toy_export)
     _add_bench_parsers(sub)
+    from .distill import job
+    from .eval import evaluate
+
+    p = sub.add_parser("distill", help="distil a few-step student LoRA (default: the toy teacher, ADV, 4 steps)")
+    job.add_arguments(p)
+    p.set_defaults(func=job.run)
+
+    p = sub.add_parser("eval", help="score teacher or student sampling setups on the toy domain (JSON + HTML)")
+    evaluate.add_arguments(p)
+    p.set_defaults(func=evaluate.run)
     return parser
 
 

@@ -26,21 +26,27 @@ def _field_type(cls, field: dataclasses.Field):
     return tp
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
+NESTED_SEPARATOR = "__"
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
+    """``--field-name`` per field; a nested dataclass field ``adv`` gives ``--adv.field-name``."""
     for field in dataclasses.fields(cls):
-        flag = "--" + field.name.replace("_", "-")
+        flag = "--" + prefix.replace(NESTED_SEPARATOR, ".") + field.name.replace("_", "-")
+        dest = prefix + field.name
         tp = _field_type(cls, field)
         help_text = field.metadata.get("help", "")
-        if tp is bool:
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+        if dataclasses.is_dataclass(tp):
+            add_dataclass_flags(parser, tp, prefix=f"{dest}{NESTED_SEPARATOR}")
+        elif tp is bool:
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
         elif typing.get_origin(tp) in (list, tuple):
             inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
-            parser.add_argument(flag, dest=field.name, default=argparse.SUPPRESS, help=help_text,
+            parser.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=help_text,
                                 type=lambda s, inner=inner: [inner(x) for x in s.split(",") if x.strip()])
         elif tp in (int, float, str, Path):
-            parser.add_argument(flag, dest=field.name, type=tp, default=argparse.SUPPRESS, help=help_text)
-        # nested dataclasses are configured through the file only
+            parser.add_argument(flag, dest=dest, type=tp, default=argparse.SUPPRESS, help=help_text)
 
 
 def read_config_file(path: Path) -> dict:
@@ -74,9 +80,17 @@ def build_config(cls, values: dict, where: str = "config"):
 
 
 def load_config(cls, args: argparse.Namespace, config_path: Path | None = None):
+    """File values, then the flags the user gave on top (nested flags merge into nested tables)."""
     values = read_config_file(config_path) if config_path else {}
     names = {f.name for f in dataclasses.fields(cls)}
-    values.update({k: v for k, v in vars(args).items() if k in names})
+    for key, value in vars(args).items():
+        path = key.split(NESTED_SEPARATOR)
+        if path[0] not in names:
+            continue
+        target = values
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
     return build_config(cls, values)
 
 

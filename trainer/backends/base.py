@@ -12,6 +12,9 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+# the roles a distillation backend serves (teacher = frozen base, student/critic = adapters)
+TEACHER, STUDENT, CRITIC = "teacher", "student", "critic"
+
 
 @runtime_checkable
 class Denoiser(Protocol):

@@ -128,5 +128,22 @@ def load_teacher(path: Path | str = WEIGHTS_PATH, dtype=torch.float32):
     return model.to(dtype).eval().requires_grad_(False)
 
 
+def load_teacher_any(path: Path | str | None = None, dtype=torch.float32):
+    """The shipped teacher by default; a ``.safetensors`` Wan file; or a pretraining ``state.pt``
+    (its EMA weights), so evaluation can follow a run that is still training."""
+    path = Path(path) if path else WEIGHTS_PATH
+    if path.suffix != ".pt":
+        return load_teacher(path, dtype)
+    from ..checkpoint import load_state
+
+    state = load_state(path)
+    if state is None:
+        raise FileNotFoundError(f"teacher state not found: {path}")
+    arch = TeacherArch(**{k: int(v) for k, v in state["arch"].items()})
+    model = build_diffusers_wan(arch)
+    model.load_state_dict(state["ema"])
+    return model.to(dtype).eval().requires_grad_(False)
+
+
 def arch_metadata(arch: TeacherArch) -> dict[str, str]:
     return {k: str(v) for k, v in asdict(arch).items()}

@@ -1,0 +1,125 @@
+"""The distillation trainer loop on a tiny random Wan: train, checkpoint, resume, stop, NaN, export,
+and data-parallel training under ``accelerate launch`` with two CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from trainer.distill.config import DistillConfig
+from trainer.distill.loop import NonFiniteLoss, distill, export_student
+from trainer.methods.adv import AdvConfig
+from trainer.toy.teacher import TeacherArch, build_diffusers_wan, save_wan_file
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "tiny_wan.safetensors"
+    save_wan_file(build_diffusers_wan(TeacherArch(num_heads=1, num_layers=1, ffn_dim=128)), path, dtype=torch.float32)
+    return path
+
+
+def tiny_config(tmp_path: Path, teacher: Path, **overrides) -> DistillConfig:
+    values = dict(teacher=teacher, name="tiny", steps=4, batch_size=1, lora_rank=4, lora_alpha=4.0, critic_rank=4,
+                  state_dir=tmp_path / "state", out=tmp_path / "out", checkpoint_every=2, eval_repeats=0, bf16=False,
+                  progress=False, threads=1, adv=AdvConfig(generator_lr=1e-3, critic_lr=1e-3, generator_every=2))
+    values.update(overrides)
+    return DistillConfig(**values)
+
+
+def lora_tensors(outcome) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in outcome.backend.model.named_parameters() if "lora_" in n}
+
+
+def test_training_changes_only_lora_and_resume_continues_exactly(tmp_path, tiny_teacher):
+    straight = distill(tiny_config(tmp_path / "a", tiny_teacher))
+    base_before = {n: p for n, p in build_diffusers_wan(TeacherArch(1, 1, 128)).named_parameters()}
+    assert straight.steps_done == 4 and not straight.stopped_early
+    assert all(not p.requires_grad for n, p in straight.backend.model.named_parameters() if "lora_" not in n)
+    assert len(base_before) > 0
+
+    # same run in two halves: stop after 2 steps through stop_check, then rerun (resume)
+    half = distill(tiny_config(tmp_path / "b", tiny_teacher), stop_check=lambda: True)
+    assert half.stopped_early and half.steps_done == 1
+    state = torch.load(half.state_path, weights_only=False)
+    assert state["step"] == 1
+    resumed = distill(tiny_config(tmp_path / "b", tiny_teacher))
+    assert resumed.steps_done == 4
+    a, b = lora_tensors(straight), lora_tensors(resumed)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5), name
+    assert resumed.history[0]["step"] == 1 and [h["step"] for h in resumed.history] == [1, 2, 3, 4]
+
+
+def test_export_writes_comfy_keys_and_metadata(tmp_path, tiny_teacher):
+    from trainer.lora.export import read_stride_metadata
+
+    cfg = tiny_config(tmp_path, tiny_teacher, steps=2)
+    outcome = distill(cfg)
+    path = export_student(outcome, cfg, tmp_path / "out" / "student.safetensors", {"fd": 1.0})
+    keys = load_file(str(path)).keys()
+    assert keys and all(k.startswith("diffusion_model.blocks.0.") for k in keys)
+    assert all(k.endswith((".lora_down.weight", ".lora_up.weight", ".alpha")) for k in keys)
+    meta = read_stride_metadata(path)
+    assert meta["method"] == "adv" and meta["student_step_list"] == [1000.0, 900.0, 757.0, 522.0]
+    assert meta["shift"] == 5.0 and meta["metrics"] == {"fd": 1.0}
+    assert meta["config"]["steps"] == 2
+
+
+def test_nan_stops_with_a_diagnostic_and_keeps_the_last_good_state(tmp_path, tiny_teacher):
+    context = torch.randn(3, 4, 4096)
+    save_file({"context": context}, str(tmp_path / "emb.safetensors"))
+    latents = torch.randn(3, 16, 3, 8, 8)
+    latents[1:] = float("nan")  # a corrupt latent file: only the first clip is clean
+    save_file({"latents": latents}, str(tmp_path / "lat.safetensors"))
+    cfg = tiny_config(tmp_path, tiny_teacher, embeddings=tmp_path / "emb.safetensors",
+                      real_latents=tmp_path / "lat.safetensors", steps=20, checkpoint_every=1,
+                      adv=AdvConfig(generator_lr=1e-3, critic_lr=1e-3, generator_every=1))
+    with pytest.raises(NonFiniteLoss, match="last good state"):
+        distill(cfg)
+    state = torch.load(tmp_path / "state" / "state.pt", weights_only=False)
+    good = {k: v for k, v in state["adapters"].items()}
+    assert all(torch.isfinite(v).all() for v in good.values())
+
+
+def test_bad_config_is_a_clear_error(tmp_path, tiny_teacher):
+    with pytest.raises(ValueError, match="name"):
+        tiny_config(tmp_path, tiny_teacher, name="../escape")
+    with pytest.raises(ValueError, match="unknown method"):
+        distill(tiny_config(tmp_path, tiny_teacher, method="nope"))
+    with pytest.raises(ValueError, match="regression_weighting"):
+        AdvConfig(regression_weighting="weird")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="two-process gloo test runs on Linux")
+def test_accelerate_launch_two_processes_synchronises_lora_gradients(tmp_path, tiny_teacher):
+    accelerate = Path(sys.executable).parent / "accelerate"
+    if not accelerate.exists():
+        pytest.skip("accelerate command not installed in this environment")
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "trainer", "distill", "--teacher", str(tiny_teacher), "--name", "ddp",
+           "--steps", "2", "--batch-size", "1", "--lora-rank", "4", "--lora-alpha", "4", "--critic-rank", "4",
+           "--state-dir", str(tmp_path / "state"), "--out", str(tmp_path / "out"), "--eval-repeats", "0",
+           "--no-bf16", "--no-progress", "--threads", "1", "--adv.generator-every", "1",
+           "--adv.generator-lr", "1e-3", "--adv.critic-lr", "1e-3", "--json"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # both processes print to one pipe, so lines can interleave: match the JSON objects themselves
+    sums = [json.loads(m) for m in re.findall(r"STRIDE_RANK_CHECKSUM (\{[^{}]*\})", result.stdout + result.stderr)]
+    assert sorted(s["rank"] for s in sums) == [0, 1], result.stdout[-2000:]
+    assert sums[0]["checksum"] == sums[1]["checksum"], "LoRA weights diverged between processes"
+    assert sums[0]["changed"], "training did not change the LoRA"
+    assert (tmp_path / "out" / "ddp.safetensors").exists()

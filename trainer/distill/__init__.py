@@ -1,0 +1,1 @@
+"""The distillation job: config, data, the trainer loop and its report."""

@@ -1,0 +1,63 @@
+"""The distillation job's typed configuration (``python -m trainer distill``).
+
+Every field is a flag (``--steps 300``, nested method settings as ``--adv.generator-lr 1e-4``) and
+can come from a TOML/JSON file (``--config job.toml``); unknown keys are errors. Defaults distil
+the shipped toy teacher into a 4-step LoRA with the ADV method on a CPU in minutes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..methods.adv import AdvConfig
+from ..methods.avdm2 import Avdm2Config
+from ..methods.gpd import GpdConfig
+
+DEFAULT_STATE_ROOT = Path.home() / ".cache" / "comfyui-stride" / "distill"
+
+
+@dataclass
+class DistillConfig:
+    method: str = "adv"
+    name: str = "toy_adv"  # the run's name: output files and the resume state are keyed by it
+    steps: int = 400
+    batch_size: int = 4
+    seed: int = 0
+    student_step_list: tuple[float, ...] = (1000.0, 900.0, 757.0, 522.0)
+    shift: float = 5.0
+    lora_rank: int = 16
+    lora_alpha: float = 16.0
+    lora_targets: str = "attn_ffn"
+    critic_rank: int = 16
+    teacher: Path | None = None  # a Wan 2.1 file (ComfyUI single file / original keys); default: the toy teacher
+    embeddings: Path | None = None  # safetensors with "context" [N, tokens, 4096] (and optional "negative")
+    real_latents: Path | None = None  # a .safetensors file or folder of them with "latents" [N, C, F, H, W]
+    latent_frames: int = 9  # frames / size of generated latents when no real latents give the shape
+    latent_height: int = 16
+    latent_width: int = 16
+    out: Path = Path("runs/distill")
+    state_dir: Path | None = None  # default: ~/.cache/comfyui-stride/distill/<name>
+    resume: bool = True  # continue from the state of a previous run with the same name
+    checkpoint_every: int = 50
+    eval_repeats: int = 1  # toy report: clips per row = 96 x repeats (0: no evaluation)
+    bf16: bool = True  # bf16 autocast (CUDA or CPU); LoRA weights and optimizer state stay fp32
+    gradient_checkpointing: bool = False
+    threads: int = 0
+    device: str = "auto"  # "auto" picks CUDA when available
+    progress: bool = True
+    adv: AdvConfig = field(default_factory=AdvConfig)
+    gpd: GpdConfig = field(default_factory=GpdConfig)
+    avdm2: Avdm2Config = field(default_factory=Avdm2Config)
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be >= 1")
+        if self.lora_rank < 1 or self.critic_rank < 1:
+            raise ValueError("lora_rank and critic_rank must be >= 1")
+        if any(sep in self.name for sep in ("/", "\\")) or ".." in self.name or not self.name:
+            raise ValueError(f"name {self.name!r} must be a plain file name (no path separators or '..')")
+
+    @property
+    def resolved_state_dir(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else DEFAULT_STATE_ROOT / self.name

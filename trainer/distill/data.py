@@ -1,0 +1,92 @@
+"""Where a distillation step's conditioning and real latents come from.
+
+``ToyData`` draws prompts and real clips from the synthetic domain (the embedded default).
+``EmbeddingData`` serves precomputed text embeddings (computed once with the user's text encoder
+and cached in a safetensors file: ``context`` [N, tokens, dim], optional ``negative``) and,
+optionally, real latents from a file or folder for the regression and adversarial terms.
+Every draw of step ``n`` comes from a generator seeded by ``(seed, n)``, so resumed runs see the
+same data an unbroken run would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..toy import codec, domain, text
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+@dataclass
+class StepData:
+    context: torch.Tensor
+    negative: torch.Tensor
+    real_latents: torch.Tensor | None
+    latent_shape: tuple[int, ...]
+
+
+class ToyData:
+    def __init__(self, batch_size: int, seed: int):
+        self.batch_size, self.seed = batch_size, seed
+
+    def batch(self, step: int) -> StepData:
+        videos, attrs = domain.make_batch(self.batch_size, seed=self.seed * 1_000_003 + step + 7)
+        context = text.encode_prompts([a.prompt for a in attrs])
+        real = codec.encode(videos)
+        return StepData(context, torch.zeros_like(context), real, tuple(real.shape))
+
+
+def load_latents(path: Path) -> torch.Tensor:
+    path = Path(path)
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    if not files:
+        raise FileNotFoundError(f"no .safetensors latent files in {path}")
+    tensors = []
+    for file in files:
+        data = load_file(str(file))
+        if "latents" not in data:
+            raise ValueError(f"{file} has no 'latents' tensor (keys: {sorted(data)})")
+        latents = data["latents"]
+        if latents.ndim != 5:
+            raise ValueError(f"{file}: latents must be [N, C, F, H, W], got {tuple(latents.shape)}")
+        tensors.append(latents.float())
+    return torch.cat(tensors)
+
+
+class EmbeddingData:
+    def __init__(self, embeddings: Path, batch_size: int, seed: int, latent_shape: tuple[int, ...],
+                 real_latents: Path | None = None):
+        data = load_file(str(embeddings))
+        if "context" not in data:
+            raise ValueError(f"{embeddings} has no 'context' tensor (keys: {sorted(data)})")
+        self.context = data["context"].float()
+        if self.context.ndim != 3 or self.context.shape[0] == 0:
+            raise ValueError(f"context must be [N >= 1, tokens, dim], got {tuple(self.context.shape)}")
+        self.negative = data.get("negative")
+        if self.negative is not None and self.negative.shape[1:] != self.context.shape[1:]:
+            raise ValueError(f"negative {tuple(self.negative.shape)} does not match context {tuple(self.context.shape)}")
+        self.real = load_latents(real_latents) if real_latents else None
+        self.batch_size, self.seed = batch_size, seed
+        self.latent_shape = (batch_size, *(self.real.shape[1:] if self.real is not None else latent_shape[1:]))
+
+    def batch(self, step: int) -> StepData:
+        gen = step_generator(self.seed, step)
+        idx = torch.randint(self.context.shape[0], (self.batch_size,), generator=gen)
+        context = self.context[idx]
+        negative = (self.negative[torch.zeros_like(idx)] if self.negative is not None and self.negative.shape[0] == 1
+                    else self.negative[idx] if self.negative is not None else torch.zeros_like(context))
+        real = None
+        if self.real is not None:
+            real = self.real[torch.randint(self.real.shape[0], (self.batch_size,), generator=gen)]
+        return StepData(context, negative, real, self.latent_shape)
+
+
+def toy_latent_shape(batch_size: int) -> tuple[int, ...]:
+    cfg = domain.DomainConfig()
+    return (batch_size, codec.LATENT_CHANNELS, cfg.frames, cfg.height // 2, cfg.width // 2)

@@ -1,0 +1,122 @@
+"""Sampling the toy domain for evaluation: sampling setups, the evaluation prompt set, generation.
+
+A ``SamplingSetup`` names everything that decides a sample besides the model and the noise:
+steps, CFG scale, sampler (a key of ``trainer.sampling.samplers.SAMPLERS``) and schedule (a key of
+``SCHEDULES``). ``generate`` runs one setup over a prompt list in batches from per-clip seeds, so
+two setups evaluated on the same prompts start from the same noise, and returns decoded clips
+plus the wall-clock seconds spent in the model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .. import flow
+from ..backends.base import Denoiser, as_kdiffusion_model
+from ..sampling import schedules
+from ..sampling.samplers import SAMPLERS
+from ..toy import codec, domain, text
+
+
+@dataclass
+class SamplingSetup:
+    name: str
+    steps: int
+    cfg: float = 1.0
+    sampler: str = "stride_flow"
+    sampler_options: dict = field(default_factory=dict)
+    schedule: str = "shifted"
+    shift: float = 3.0
+    step_list: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+    @property
+    def nfe(self) -> int:
+        """Model evaluations per clip (CFG doubles them)."""
+        return self.steps * (2 if self.cfg != 1.0 else 1)
+
+    def sigmas(self, latent_shape) -> torch.Tensor:
+        return torch.as_tensor(SCHEDULES[self.schedule](self, latent_shape), dtype=torch.float32)
+
+
+def _shifted(setup: SamplingSetup, _shape) -> torch.Tensor:
+    return flow.shift_sigma(schedules.linear_sigmas(setup.steps), setup.shift)
+
+
+def _student(setup: SamplingSetup, _shape) -> torch.Tensor:
+    if len(setup.step_list) != setup.steps:
+        raise ValueError(f"setup {setup.name}: step_list {setup.step_list} does not have {setup.steps} entries")
+    return schedules.student_sigmas(list(setup.step_list), setup.shift)
+
+
+def _token(setup: SamplingSetup, shape) -> torch.Tensor:
+    return schedules.token_aware_sigmas(shape, setup.steps)[0]
+
+
+SCHEDULES: dict[str, Callable] = {"shifted": _shifted, "student": _student, "token": _token}
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Prompts and per-clip seeds: every attribute combination, ``repeats`` times."""
+
+    repeats: int = 1
+    seed: int = 1234
+
+    def attributes(self) -> list[domain.ClipAttributes]:
+        return domain.all_attributes() * self.repeats
+
+    def clip_seeds(self) -> list[int]:
+        return [self.seed * 100_003 + i for i in range(len(self.attributes()))]
+
+
+def latent_shape(batch: int) -> tuple[int, ...]:
+    cfg = domain.DomainConfig()
+    return (batch, codec.LATENT_CHANNELS, cfg.frames, cfg.height // 2, cfg.width // 2)
+
+
+def initial_noise(seeds: list[int]) -> torch.Tensor:
+    return torch.cat([torch.randn(latent_shape(1), generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+@torch.no_grad()
+def generate(denoiser: Denoiser, setup: SamplingSetup, prompts: list[str], seeds: list[int],
+             batch_size: int = 32) -> tuple[torch.Tensor, float]:
+    """Sample one clip per (prompt, seed); returns (videos [N, 3, F, H, W] in [0, 1], model seconds)."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    sample_fn = SAMPLERS[setup.sampler]
+    videos, seconds = [], 0.0
+    for start in range(0, len(prompts), batch_size):
+        chunk_prompts, chunk_seeds = prompts[start:start + batch_size], seeds[start:start + batch_size]
+        context = text.encode_prompts(chunk_prompts)
+        negative = torch.zeros_like(context) if setup.cfg != 1.0 else None
+        model = as_kdiffusion_model(denoiser, context, negative, setup.cfg)
+        noise = initial_noise(chunk_seeds)
+        sigmas = setup.sigmas(tuple(noise.shape))
+        options = dict(setup.sampler_options)
+        if setup.sampler == "stride_consistency":
+            options.setdefault("seed", chunk_seeds[0])
+        t0 = time.perf_counter()
+        # ComfyUI's convention for an empty latent: x = sigma_max * noise (pure noise when sigma_max is 1)
+        latent = sample_fn(model, noise * sigmas[0], sigmas, **options)
+        seconds += time.perf_counter() - t0
+        videos.append(codec.decode(latent))
+    return torch.cat(videos), seconds
+
+
+def data_videos(eval_set: EvalSet, seed_offset: int = 50_000_000) -> torch.Tensor:
+    """Held-out real clips with the eval set's attributes (other seeds than any training batch)."""
+    attrs, seeds = eval_set.attributes(), eval_set.clip_seeds()
+    return torch.stack([domain.render_clip(a, s + seed_offset) for a, s in zip(attrs, seeds)])

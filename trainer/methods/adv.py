@@ -1,0 +1,202 @@
+"""Adaptive Video Distillation (METHODS.md section 1a), the project's primary method.
+
+Generator objective ``L_G = L_DMD + w * L_reg + [L_temp >= hinge] * temporal_weight * L_temp``:
+- ``L_DMD``: distribution matching with a CFG teacher ("real score") and a LoRA critic ("fake
+  score") on the student's backward-simulated samples, re-noised at shift-warped timesteps; the
+  gradient ``(x_fake - x_real)`` is normalised per sample by ``mean|x_hat - x_real|``.
+- critic: the ordinary flow loss on re-noised student samples, every iteration; the generator
+  updates every ``generator_every`` iterations (``dfake_gen_update_ratio``).
+- ``L_reg``: the student's flow loss on real latents at its own step list, weighted adaptively per
+  step index, ``w = 1 - sigmoid(3 (L_reg - EMA_k))`` with ``EMA_k <- 0.95 EMA_k + 0.05 L_reg``;
+  per sample as published, or per location (``regression_weighting="spatial"``).
+- ``L_temp``: ``-log(mean_{c,h,w} Var_frames(x_hat) + 1e-6)`` with the published hinge, or the
+  teacher-anchored variant that matches per-channel frame-difference energy to real data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .. import flow
+from ..backends.base import CRITIC, STUDENT
+from . import losses
+from .base import (DistillBatch, DistillMethod, backward_simulation, randn, sample_sigma,
+                   velocity_loss_per_sample)
+
+
+@dataclass
+class AdvConfig:
+    generator_lr: float = 2e-6
+    critic_lr: float = 2e-6
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float = 10.0
+    generator_every: int = 5
+    teacher_cfg: float = 6.0  # ComfyUI convention uncond + s (cond - uncond); METHODS' g = 5 is s = 6
+    dmd_shift: float = 5.0
+    dmd_sigma_min: float = 0.02
+    dmd_sigma_max: float = 0.98
+    adaptive_regression: bool = True  # False: no L_reg at all (the ablation "adv_no_adaptive")
+    regression_weighting: str = "per_sample"  # "per_sample" (published), "spatial", or "constant"
+    regression_ema: float = 0.95
+    regression_sharpness: float = 3.0
+    spatial_window: int = 3
+    temporal: str = "hinge"  # "hinge" (published), "anchored" (teacher/data-anchored), "none"
+    temporal_weight: float = 0.05
+    temporal_hinge: float = 0.8
+
+    def __post_init__(self):
+        if self.regression_weighting not in WEIGHTINGS:
+            raise ValueError(f"regression_weighting must be one of {sorted(WEIGHTINGS)}, got {self.regression_weighting!r}")
+        if self.temporal not in TEMPORAL_LOSSES:
+            raise ValueError(f"temporal must be one of {sorted(TEMPORAL_LOSSES)}, got {self.temporal!r}")
+        if self.generator_every < 1:
+            raise ValueError("generator_every must be >= 1")
+
+
+# ---- temporal regularisers: (x_hat, reference latents or None, cfg) -> (loss, metrics)
+
+def temporal_variance_loss(x_hat: torch.Tensor) -> torch.Tensor:
+    return -torch.log(x_hat.float().var(dim=2).mean() + 1e-6)
+
+
+def _hinge(x_hat, _reference, cfg: AdvConfig):
+    loss = temporal_variance_loss(x_hat)
+    active = float(loss.detach() >= cfg.temporal_hinge)
+    return active * cfg.temporal_weight * loss, {"temporal": float(loss.detach()), "temporal_active": active}
+
+
+def frame_difference_energy(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel mean squared frame difference, [C]."""
+    return (x[:, :, 1:] - x[:, :, :-1]).float().pow(2).mean(dim=(0, 2, 3, 4))
+
+
+def _anchored(x_hat, reference, cfg: AdvConfig):
+    if reference is None:
+        raise ValueError("the anchored temporal loss needs real latents (or teacher samples) as reference")
+    target = frame_difference_energy(reference).detach()
+    loss = (torch.log(frame_difference_energy(x_hat) + 1e-6) - torch.log(target + 1e-6)).pow(2).mean()
+    return cfg.temporal_weight * loss, {"temporal": float(loss.detach()), "temporal_active": 1.0}
+
+
+def _no_temporal(x_hat, _reference, _cfg):
+    return x_hat.new_zeros(()), {}
+
+
+TEMPORAL_LOSSES = {"hinge": _hinge, "anchored": _anchored, "none": _no_temporal}
+
+
+# ---- adaptive regression weights: (loss map [B, F, H, W], ema, cfg) -> (weighted loss, batch mean)
+
+def _weights_per_sample(loss_map, ema, cfg: AdvConfig):
+    per_sample = loss_map.flatten(1).mean(1)
+    weight = 1 - torch.sigmoid(cfg.regression_sharpness * (per_sample.detach() - ema))
+    return (weight * per_sample).mean(), per_sample.detach().mean(), weight.mean()
+
+
+def _weights_spatial(loss_map, ema, cfg: AdvConfig):
+    window = cfg.spatial_window
+    pooled = F.avg_pool3d(loss_map.detach().unsqueeze(1), kernel_size=(1, window, window), stride=1,
+                          padding=(0, window // 2, window // 2), count_include_pad=False).squeeze(1)
+    weight = 1 - torch.sigmoid(cfg.regression_sharpness * (pooled - ema))
+    return (weight * loss_map).mean(), loss_map.detach().mean(), weight.mean()
+
+
+def _weights_constant(loss_map, _ema, _cfg):
+    return loss_map.mean(), loss_map.detach().mean(), loss_map.new_ones(())
+
+
+WEIGHTINGS = {"per_sample": _weights_per_sample, "spatial": _weights_spatial, "constant": _weights_constant}
+
+
+class AdvMethod(DistillMethod):
+    name = "adv"
+    required_roles = ("teacher", "student", "critic")
+    config_class = AdvConfig
+
+    def __init__(self, ctx, cfg: AdvConfig):
+        super().__init__(ctx, cfg)
+        self.student_params = self.backend.trainable_parameters(STUDENT)
+        self.critic_params = self.backend.trainable_parameters(CRITIC)
+        self._optimizers = {
+            "generator": torch.optim.AdamW(self.student_params, lr=cfg.generator_lr, betas=cfg.betas,
+                                           weight_decay=cfg.weight_decay),
+            "critic": torch.optim.AdamW(self.critic_params, lr=cfg.critic_lr, betas=cfg.betas,
+                                        weight_decay=cfg.weight_decay),
+        }
+        # running average of the regression loss per student step index (-1: not seen yet)
+        self.regression_ema = torch.full((self.schedule.steps,), -1.0)
+
+    def optimizers(self):
+        return self._optimizers
+
+    def state_dict(self) -> dict:
+        return {"regression_ema": self.regression_ema.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.regression_ema = state["regression_ema"].clone()
+
+    # -- losses
+    def dmd_loss(self, x_hat: torch.Tensor, batch: DistillBatch) -> tuple[torch.Tensor, dict]:
+        device = x_hat.device
+        sigma = sample_sigma(x_hat.shape[0], batch.generator, device, self.cfg.dmd_shift,
+                             self.cfg.dmd_sigma_min, self.cfg.dmd_sigma_max)
+        noise = randn(x_hat.shape, batch.generator, device)
+        return losses.dmd_loss(self.backend, x_hat, sigma, noise, batch.context, batch.negative, self.cfg.teacher_cfg)
+
+    def critic_loss(self, x_hat: torch.Tensor, batch: DistillBatch) -> torch.Tensor:
+        device = x_hat.device
+        sigma = sample_sigma(x_hat.shape[0], batch.generator, device, self.cfg.dmd_shift,
+                             self.cfg.dmd_sigma_min, self.cfg.dmd_sigma_max)
+        noise = randn(x_hat.shape, batch.generator, device)
+        noisy = flow.add_noise(x_hat.detach(), noise, sigma)
+        pred_v = self.backend.predict_velocity(noisy, sigma, batch.context, CRITIC)
+        return velocity_loss_per_sample(pred_v, x_hat.detach(), noise).mean()
+
+    def regression_loss(self, batch: DistillBatch) -> tuple[torch.Tensor, dict]:
+        real = batch.real_latents
+        if real is None:
+            raise ValueError("adaptive regression needs real latents: give --real-latents or use the toy domain")
+        device = real.device
+        k = int(torch.randint(self.schedule.steps, (), generator=batch.generator))
+        sigma = self.schedule.sigmas[k].to(device).expand(real.shape[0])
+        noise = randn(real.shape, batch.generator, device)
+        pred_v = self.backend.predict_velocity(flow.add_noise(real, noise, sigma), sigma, batch.context, STUDENT)
+        loss_map = (pred_v - flow.velocity_target(real, noise)).pow(2).mean(1)  # [B, F, H, W]
+        ema = self.regression_ema[k]
+        current = float(loss_map.detach().mean())
+        if ema < 0:  # first visit of this step index: start the average at the current loss
+            ema = torch.tensor(current)
+        weighted, observed, mean_weight = WEIGHTINGS[self.cfg.regression_weighting](loss_map, ema.to(device), self.cfg)
+        self.regression_ema[k] = self.cfg.regression_ema * ema + (1 - self.cfg.regression_ema) * float(observed)
+        return weighted, {"reg": float(observed), "reg_weight": float(mean_weight), "reg_step": k}
+
+    # -- one iteration
+    def train_step(self, batch: DistillBatch, step: int) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        update_generator = step % self.cfg.generator_every == 0
+        if update_generator:
+            x_hat, exit_index = backward_simulation(self.backend, batch, self.schedule)
+            loss, parts = self.dmd_loss(x_hat, batch)
+            metrics.update(parts)
+            if self.cfg.adaptive_regression:
+                reg, parts = self.regression_loss(batch)
+                loss = loss + reg
+                metrics.update(parts)
+            temp, parts = TEMPORAL_LOSSES[self.cfg.temporal](x_hat, batch.real_latents, self.cfg)
+            loss = loss + temp
+            metrics.update(parts)
+            metrics["generator_loss"] = float(loss.detach())
+            metrics["generator_grad_norm"] = self._step("generator", loss, self.student_params, self.cfg.grad_clip)
+            metrics["exit_index"] = exit_index
+            x_hat = x_hat.detach()
+        else:
+            with torch.no_grad():
+                x_hat, _ = backward_simulation(self.backend, batch, self.schedule)
+        critic = self.critic_loss(x_hat, batch)
+        metrics["critic_loss"] = float(critic.detach())
+        metrics["critic_grad_norm"] = self._step("critic", critic, self.critic_params, self.cfg.grad_clip)
+        return metrics

@@ -1,0 +1,148 @@
+"""What every distillation method shares: the batch it receives, the student's step list and the
+backward simulation that produces student samples, and the method contract.
+
+A method owns its losses, its optimizers and its internal state (for example the adaptive
+regression's running averages). ``train_step`` runs one iteration and returns a flat dict of
+float metrics; the trainer loop around it handles checkpoints, progress, NaN stops and data
+parallelism (it hands the method ``sync_gradients``, which all-reduces LoRA gradients when
+several processes train together and does nothing otherwise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from .. import flow
+from ..backends.base import STUDENT
+from ..sampling import schedules
+
+if TYPE_CHECKING:
+    from ..backends.wan_lora import WanLoraBackend
+
+
+@dataclass
+class DistillBatch:
+    context: torch.Tensor  # [B, tokens, dim] positive conditioning
+    negative: torch.Tensor  # [B, tokens, dim] negative conditioning (CFG of the teacher)
+    latent_shape: tuple[int, ...]  # [B, C, F, H, W] of the videos the student generates
+    real_latents: torch.Tensor | None = None  # clean real latents for regression / adversarial terms
+    generator: torch.Generator | None = None  # all randomness of this step
+
+
+@dataclass(frozen=True)
+class StudentSchedule:
+    """The student's training timesteps (e.g. 1000,900,757,522) warped by ``shift``."""
+
+    step_list: tuple[float, ...] = (1000.0, 900.0, 757.0, 522.0)
+    shift: float = 5.0
+
+    def __post_init__(self):
+        schedules.validate_step_list(list(self.step_list))
+        if self.shift <= 0:
+            raise ValueError(f"shift must be positive, got {self.shift}")
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """The student's sampling sigmas, ending in 0."""
+        return torch.as_tensor(schedules.student_sigmas(list(self.step_list), self.shift), dtype=torch.float32)
+
+    @property
+    def steps(self) -> int:
+        return len(self.step_list)
+
+
+def randn(shape, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    return torch.randn(shape, generator=generator).to(device) if generator is not None else torch.randn(shape, device=device)
+
+
+def rand(shape, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    return torch.rand(shape, generator=generator).to(device) if generator is not None else torch.rand(shape, device=device)
+
+
+def backward_simulation(backend: WanLoraBackend, batch: DistillBatch, schedule: StudentSchedule,
+                        exit_index: int | None = None) -> tuple[torch.Tensor, int]:
+    """Generate student samples the way inference will, differentiating only the last step.
+
+    Runs the student's consistency steps (predict x0, re-noise with fresh noise to the next
+    sigma) from pure noise; the steps before a random exit index run without gradients, the
+    exit step's x0 prediction keeps its graph (DMD2 / Self-Forcing backward simulation).
+    """
+    device = backend.device
+    sigmas = schedule.sigmas.to(device)
+    if exit_index is None:
+        exit_index = int(torch.randint(schedule.steps, (), generator=batch.generator))
+    x = randn(batch.latent_shape, batch.generator, device) * sigmas[0]
+    with torch.no_grad():
+        for i in range(exit_index):
+            x0 = backend.predict_x0(x, sigmas[i], batch.context, STUDENT)
+            x = flow.add_noise(x0, randn(x.shape, batch.generator, device), sigmas[i + 1])
+    x0 = backend.predict_x0(x, sigmas[exit_index], batch.context, STUDENT)
+    return x0, exit_index
+
+
+def sample_sigma(count: int, generator, device, shift: float, low: float, high: float) -> torch.Tensor:
+    """Uniform timesteps warped by ``shift`` and clamped to [low, high] (METHODS.md 1a)."""
+    return flow.shift_sigma(rand((count,), generator, device), shift).clamp(low, high)
+
+
+def velocity_loss_per_sample(pred_v: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    return (pred_v - flow.velocity_target(x0, noise)).pow(2).flatten(1).mean(1)
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A loss became NaN or inf; raised before it can reach the weights."""
+
+
+SyncFn = Callable[[list[torch.nn.Parameter]], None]
+
+
+def no_sync(_params) -> None:
+    return None
+
+
+@dataclass
+class MethodContext:
+    backend: WanLoraBackend
+    schedule: StudentSchedule
+    sync_gradients: SyncFn = no_sync
+    metrics_prefix: str = ""
+    extras: dict = field(default_factory=dict)
+
+
+class DistillMethod:
+    """Base class: subclasses set ``name``/``required_roles`` and implement ``train_step``."""
+
+    name = "base"
+    required_roles: tuple[str, ...] = ()
+    config_class: type = object
+
+    def __init__(self, ctx: MethodContext, cfg):
+        ctx.backend.require(*self.required_roles)
+        self.ctx, self.cfg = ctx, cfg
+        self.backend, self.schedule = ctx.backend, ctx.schedule
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train_step(self, batch: DistillBatch, step: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None
+
+    def _step(self, name: str, loss: torch.Tensor, params: list[torch.nn.Parameter], clip: float) -> float:
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLoss(f"{name} loss is {float(loss.detach())}")
+        opt = self.optimizers()[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.ctx.sync_gradients(params)
+        norm = torch.nn.utils.clip_grad_norm_(params, clip) if clip > 0 else torch.tensor(0.0)
+        opt.step()
+        return float(norm)
