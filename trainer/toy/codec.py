@@ -1,9 +1,17 @@
 """Lossless codec between toy RGB clips and Wan 2.1-shaped latents.
 
 A clip ``[B, 3, F, H, W]`` in [0, 1] becomes ``[B, 16, F, H/2, W/2]``: a 2x2 pixel-unshuffle gives
-12 channels, scaled to [-2, 2], and 4 constant zero channels pad it to Wan 2.1's 16 latent
-channels. There is no temporal compression, so latent frames equal video frames. Decoding inverts
-this exactly (up to float rounding) and ignores the padding channels.
+12 channels, scaled to [-2, 2], and 4 padding channels fill it up to Wan 2.1's 16 latent channels.
+There is no temporal compression, so latent frames equal video frames. Decoding inverts this
+exactly (up to float rounding) and ignores the padding channels.
+
+The padding is not zeros but a fixed coordinate pattern (x ramp, y ramp, frame ramp, zeros), the
+same for every clip. Why: Wan's only position signal is 3-D RoPE in self-attention, which tells a
+token its offsets to other tokens but not where it is in the frame or which frame it is in; "a
+square moving left" starts near the right border, so the teacher needs absolute positions to turn
+the prompt into a trajectory. Real VAE latents carry such cues in their content; these channels
+give the toy latents the same. The ramps of every second frame equal the ramps of a clip with
+half the frames, so temporally subsampled latents stay on the pattern.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import torch
 from einops import rearrange
 
 LATENT_CHANNELS = 16
-DATA_CHANNELS = 12  # 3 colours x 2 x 2 pixels; the rest is constant padding
+DATA_CHANNELS = 12  # 3 colours x 2 x 2 pixels; the rest is the fixed coordinate padding
 PATCH = 2
 # pixels in [0, 1] map to [-SCALE, SCALE]; 2.0 gives the data channels a standard deviation near
 # 0.7, close to the unit-variance noise, so no noise level is wasted on an invisible signal
@@ -27,8 +35,17 @@ def encode(video: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"height and width must be even, got {tuple(video.shape[-2:])}")
     data = rearrange(video, "b c f (h p) (w q) -> b (c p q) f h w", p=PATCH, q=PATCH) 
     data = (data * 2.0 - 1.0) * SCALE
-    pad = data.new_zeros(data.shape[0], LATENT_CHANNELS - DATA_CHANNELS, *data.shape[2:])
-    return torch.cat([data, pad], dim=1)
+    pad = coordinate_channels(data.shape[2], data.shape[3], data.shape[4], data.device, data.dtype)
+    return torch.cat([data, pad.expand(data.shape[0], -1, -1, -1, -1)], dim=1)
+
+
+def coordinate_channels(frames: int, height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The padding pattern [1, 4, F, h, w]: x in [-1, 1], y in [-1, 1], frame in [-1, 1], zeros."""
+    def ramp(n):
+        return torch.linspace(-1.0, 1.0, n, device=device, dtype=dtype) if n > 1 else torch.zeros(1, device=device, dtype=dtype)
+
+    f, y, x = torch.meshgrid(ramp(frames), ramp(height), ramp(width), indexing="ij")
+    return torch.stack([x, y, f, torch.zeros_like(x)])[None]
 
 
 def decode(latent: torch.Tensor, clamp: bool = True) -> torch.Tensor:
@@ -45,7 +62,7 @@ def decode(latent: torch.Tensor, clamp: bool = True) -> torch.Tensor:
 
 
 def data_channel_mask(latent: torch.Tensor) -> torch.Tensor:
-    """1 on the channels that carry pixels, 0 on the constant padding, broadcastable to latent."""
+    """1 on the channels that carry pixels, 0 on the padding, broadcastable to latent."""
     mask = torch.zeros(1, LATENT_CHANNELS, 1, 1, 1, device=latent.device, dtype=latent.dtype)
     mask[:, :DATA_CHANNELS] = 1
     return mask
