@@ -120,3 +120,23 @@ def test_pretraining_resume_is_exact(tmp_path):
         assert torch.allclose(a["model"][key], c["model"][key], atol=1e-6), key
     for key in a["ema"]:
         assert torch.allclose(a["ema"][key], c["ema"][key], atol=1e-6), key
+
+
+def test_pretraining_continues_from_compact_weights_on_a_fresh_machine(tmp_path):
+    from trainer.toy.pretrain import PretrainConfig, export, pretrain
+    from trainer.toy.teacher import load_teacher
+
+    common = dict(batch_size=2, num_heads=1, num_layers=1, ffn_dim=128, compile=False, bf16=False, progress=False,
+                  checkpoint_every=2, validate_every=100, warmup_steps=1)
+    first = PretrainConfig(steps=2, state_dir=tmp_path / "old", **common)
+    pretrain(first)
+    compact = export(first, tmp_path / "teacher.safetensors")
+    # a new machine: no resume state, only the committed compact file
+    fresh = PretrainConfig(steps=3, state_dir=tmp_path / "new", init_from=compact, **common)
+    pretrain(fresh)
+    state = torch.load(tmp_path / "new" / "state.pt", weights_only=False)
+    assert state["step"] == 3  # continued at step 2, trained one more step
+    started = load_teacher(compact).state_dict()
+    diffs = {k: (started[k] - state["model"][k]).abs().max().item() for k in started}
+    assert max(diffs.values()) < 0.01, "did not start from the compact weights"  # one AdamW step at lr 4e-4
+    assert max(diffs.values()) > 0, "the continued run did not train"

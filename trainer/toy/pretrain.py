@@ -54,6 +54,7 @@ class PretrainConfig:
     validate_every: int = 250
     state_dir: Path = DEFAULT_STATE_DIR
     export_path: Path | None = None  # where `export` writes the compact EMA weights
+    init_from: Path | None = None  # with no resume state: start from compact weights (e.g. the shipped file)
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -159,6 +160,10 @@ def pretrain(cfg: PretrainConfig) -> Path:
         opt.load_state_dict(state["optimizer"])
         start = state["step"]
         print(f"resuming from step {start} ({state_path})", flush=True)
+    elif cfg.init_from is not None:
+        start = _init_from_compact(model, ema, Path(cfg.init_from))
+        print(f"no resume state in {state_dir}; continuing from the compact weights {cfg.init_from} "
+              f"(step {start}; fresh optimizer moments)", flush=True)
     forward_model = torch.compile(model) if cfg.compile else model
 
     def save(step: int):
@@ -215,6 +220,24 @@ def pretrain(cfg: PretrainConfig) -> Path:
         if bar is not None:
             bar.close()
     return state_path
+
+
+def _init_from_compact(model, ema, path: Path) -> int:
+    """Load a compact (EMA, bf16) teacher file into model and EMA; return the step it records.
+
+    Used on a machine where the full resume state is gone: the optimizer restarts, everything
+    else (weights, step, hence data and learning-rate schedule) continues."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from .teacher import wan_to_diffusers_keys
+
+    weights = wan_to_diffusers_keys(load_file(str(path)))
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata() or {}
+    model.load_state_dict({k: v.float() for k, v in weights.items()})
+    ema.load_state_dict(model.state_dict())
+    return int(meta.get("stride.steps", 0))
 
 
 def export(cfg: PretrainConfig, out_path: Path) -> Path:
