@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None)
     add_dataclass_flags(p, PretrainConfig)
     p.set_defaults(func=_toy_pretrain)
+    from .eval import classifier
+
+    p = toy_sub.add_parser("classifier", help="train the attribute classifier / feature network the metrics use")
+    classifier.add_arguments(p)
+    p.set_defaults(func=classifier.run)
     p = toy_sub.add_parser("export", help="write the EMA teacher weights as a compact bf16 file")
     p.add_argument("--config", type=Path, default=None)
     p.add_argument("--out", default=None)

@@ -1,0 +1,288 @@
+"""Tests of the evaluation metrics, the shipped toy classifier and the HTML report.
+
+References are computed independently of the implementation (closed forms, numpy instead of torch,
+hand-built clips), so each test fails if the metric is wrong, not only if it crashes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from trainer.eval import metrics
+from trainer.eval.classifier import DEFAULT_WEIGHTS, load_classifier
+from trainer.toy.domain import ClipAttributes, DomainConfig, make_batch, render_clip
+
+
+def _constant_video(rgb, frames=9, size=32, batch=1):
+    return torch.tensor(rgb, dtype=torch.float32)[None, :, None, None, None].expand(batch, 3, frames, size, size).clone()
+
+
+def _smooth_texture(height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((height // 6 + 2, width // 6 + 2, 3)).astype(np.float32)
+    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+
+
+# --- temporal flicker -------------------------------------------------------------------------
+
+
+def test_flicker_of_constant_video_is_one():
+    assert metrics.temporal_flicker(_constant_video((0.3, 0.5, 0.7))) == pytest.approx(1.0, abs=1e-7)
+
+
+def test_flicker_of_black_white_alternation_is_zero():
+    video = torch.zeros(2, 3, 8, 16, 16)
+    video[:, :, 1::2] = 1.0
+    assert metrics.temporal_flicker(video) == pytest.approx(0.0, abs=1e-7)
+
+
+# --- dynamic degree ---------------------------------------------------------------------------
+
+
+def test_dynamic_thresholds_for_toy_clips():
+    threshold, pairs = metrics.dynamic_thresholds(32, 32, 9)
+    assert threshold == pytest.approx(0.75)
+    assert pairs == 2
+
+
+def test_dynamic_degree_static_is_zero_and_quick_clip_is_one():
+    clip = render_clip(ClipAttributes("circle", "red", "right", "quickly"), seed=11)[None]
+    static = clip[:, :, :1].expand(-1, -1, 9, -1, -1).clone()
+    assert metrics.dynamic_degree(static) == 0.0
+    assert metrics.dynamic_degree(clip) == 1.0
+    slow = render_clip(ClipAttributes("square", "blue", "down", "slowly"), seed=12)[None]
+    assert metrics.dynamic_degree(slow) == 1.0
+    assert metrics.mean_flow_magnitude(static) < 0.05 < metrics.mean_flow_magnitude(clip)
+
+
+# --- warping error ----------------------------------------------------------------------------
+
+
+def test_warping_error_of_translation_is_small_and_of_noise_is_large():
+    texture = _smooth_texture(48, 48)
+    # a camera pan: each frame is a window 1 px further right over the same texture
+    frames = [texture[8:40, 4 + t : 36 + t] for t in range(6)]
+    pan = torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2)[None]
+    assert metrics.warping_error(pan) < 0.01
+    noise = torch.rand(1, 3, 6, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert metrics.warping_error(noise) > 0.15
+
+
+# --- motion smoothness ------------------------------------------------------------------------
+
+
+def test_motion_smoothness_prefers_constant_velocity_to_shuffled_frames():
+    clip = render_clip(ClipAttributes("triangle", "yellow", "right", "slowly"), seed=5)[None]
+    shuffled = clip[:, :, [0, 5, 2, 7, 4, 1, 6, 3, 8]]  # even frames kept, odd frames swapped
+    smooth, jerky = metrics.motion_smoothness(clip), metrics.motion_smoothness(shuffled)
+    assert smooth > 0.98
+    assert smooth > jerky + 0.01
+
+
+# --- colour -----------------------------------------------------------------------------------
+
+
+def test_saturation_of_grey_is_zero_and_of_red_is_one():
+    grey, red = _constant_video((0.5, 0.5, 0.5)), _constant_video((1.0, 0.0, 0.0))
+    assert metrics.saturation_mean(grey) == pytest.approx(0.0, abs=1e-7)
+    assert metrics.saturation_p95(grey) == pytest.approx(0.0, abs=1e-7)
+    assert metrics.saturation_mean(red) == pytest.approx(1.0, abs=1e-7)
+    assert metrics.saturation_p95(red) == pytest.approx(1.0, abs=1e-7)
+    assert metrics.saturation_mean(_constant_video((0.0, 0.0, 0.0))) == 0.0  # black: no NaN
+
+
+def test_saturation_p95_is_a_percentile():
+    # 100 pixels whose saturation is 0.00, 0.01, ..., 0.99: nearest-rank p95 is 0.94
+    values = torch.arange(100, dtype=torch.float32) / 100
+    video = torch.ones(1, 3, 1, 10, 10)
+    video[0, 1, 0] = (1 - values).reshape(10, 10)
+    video[0, 2, 0] = (1 - values).reshape(10, 10)
+    assert metrics.saturation_p95(video) == pytest.approx(0.94, abs=1e-6)
+
+
+def test_colourfulness_of_grey_is_zero_and_of_red_matches_formula():
+    assert metrics.colourfulness(_constant_video((0.4, 0.4, 0.4))) == pytest.approx(0.0, abs=1e-7)
+    # uniform pure red: rg = 1, yb = 0.5, no spread -> 0.3 * sqrt(1 + 0.25)
+    assert metrics.colourfulness(_constant_video((1.0, 0.0, 0.0))) == pytest.approx(0.3 * math.sqrt(1.25), rel=1e-6)
+
+
+def test_colour_histogram_distance_bounds():
+    red, blue = _constant_video((1.0, 0.0, 0.0)), _constant_video((0.0, 0.0, 1.0))
+    assert metrics.colour_histogram_distance(red, red) == pytest.approx(0.0, abs=1e-7)
+    # R and B histograms are disjoint, G is identical: (1 + 0 + 1) / 3
+    assert metrics.colour_histogram_distance(red, blue) == pytest.approx(2.0 / 3.0, abs=1e-6)
+
+
+# --- spectral detail --------------------------------------------------------------------------
+
+
+def test_srop_of_blurred_frames_is_lower_than_of_sharp_frames():
+    sharp, _ = make_batch(4, seed=21, cfg=DomainConfig())
+    frames = sharp.permute(0, 2, 3, 4, 1).reshape(-1, 32, 32, 3).numpy()
+    blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 1.5) for f in frames])
+    blurred = torch.from_numpy(blurred).reshape(4, 9, 32, 32, 3).permute(0, 4, 1, 2, 3)
+    assert metrics.srop(blurred) < metrics.srop(sharp)
+    assert metrics.high_frequency_share(blurred) < metrics.high_frequency_share(sharp)
+
+
+def test_high_frequency_share_of_white_noise_matches_bin_count():
+    size, frames = 64, 32
+    noise = torch.rand(1, 1, frames, size, size, generator=torch.Generator().manual_seed(3)).expand(1, 3, -1, -1, -1)
+    # white noise has the same expected power in every non-DC bin, so the expected share is the
+    # share of non-DC bins whose radius exceeds half Nyquist (about 1 - pi/16 = 0.80)
+    k = np.fft.fftfreq(size) * size
+    radius = np.sqrt(k[:, None] ** 2 + k[None, :] ** 2) / (size / 2)
+    expected = (radius > 0.5).sum() / (size * size - 1)
+    assert abs(expected - (1 - math.pi / 16)) < 0.01
+    assert metrics.high_frequency_share(noise) == pytest.approx(expected, abs=0.01)
+
+
+def test_srop_of_white_noise_and_of_a_flat_frame():
+    size = 64
+    noise = torch.rand(1, 1, 16, size, size, generator=torch.Generator().manual_seed(4)).expand(1, 3, -1, -1, -1)
+    k = np.fft.fftfreq(size) * size
+    ring = np.round(np.sqrt(k[:, None] ** 2 + k[None, :] ** 2)).astype(int).ravel()
+    counts = np.bincount(ring)
+    counts[0] -= 1  # DC removed
+    cumulative = np.cumsum(counts) / counts.sum()
+    expected = np.argmax(cumulative >= 0.85) / (size / 2)
+    assert metrics.srop(noise) == pytest.approx(expected, abs=1.5 / (size / 2))
+    assert metrics.srop(_constant_video((0.2, 0.2, 0.2))) == 0.0
+
+
+# --- diversity --------------------------------------------------------------------------------
+
+
+def test_diversity_is_zero_for_copies_and_rms_distance_otherwise():
+    a = torch.zeros(1, 3, 2, 4, 4)
+    b = torch.full((1, 3, 2, 4, 4), 0.5)
+    assert metrics.diversity({"same": torch.cat([a, a, a])}) == pytest.approx(0.0, abs=1e-9)
+    assert metrics.diversity({"pair": torch.cat([a, b]), "single": a}) == pytest.approx(0.5, abs=1e-9)
+    groups = metrics.group_by_prompt(torch.cat([a, b, a]), ["x", "y", "x"])
+    assert [g.shape[0] for g in groups.values()] == [2, 1]
+
+
+# --- Fréchet distance -------------------------------------------------------------------------
+
+
+def _exact_samples(rng, count, mean, covariance):
+    """Samples whose sample mean and (unbiased) covariance are exactly ``mean`` and ``covariance``."""
+    raw = rng.standard_normal((count, len(mean)))
+    raw -= raw.mean(0)
+    whitening = np.linalg.inv(np.linalg.cholesky(raw.T @ raw / (count - 1)))
+    white = raw @ whitening.T
+    return white @ np.linalg.cholesky(covariance).T + mean
+
+
+def test_frechet_distance_of_identical_sets_is_zero():
+    feats = torch.randn(200, 16, generator=torch.Generator().manual_seed(0))
+    assert metrics.frechet_distance(feats, feats) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_frechet_distance_matches_diagonal_closed_form():
+    rng = np.random.default_rng(1)
+    dim = 12
+    mean_a, mean_b = rng.normal(size=dim), rng.normal(size=dim)
+    var_a, var_b = rng.uniform(0.1, 3.0, dim), rng.uniform(0.1, 3.0, dim)
+    feats_a = _exact_samples(rng, 400, mean_a, np.diag(var_a))
+    feats_b = _exact_samples(rng, 300, mean_b, np.diag(var_b))
+    expected = np.sum((mean_a - mean_b) ** 2) + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2)
+    assert metrics.frechet_distance(torch.from_numpy(feats_a), feats_b) == pytest.approx(expected, rel=1e-6)
+
+
+def test_frechet_distance_matches_general_reference():
+    rng = np.random.default_rng(2)
+    dim = 10
+    factor_a, factor_b = rng.normal(size=(dim, dim)), rng.normal(size=(dim, dim))
+    cov_a, cov_b = factor_a @ factor_a.T + 0.1 * np.eye(dim), factor_b @ factor_b.T + 0.1 * np.eye(dim)
+    mean_a, mean_b = rng.normal(size=dim), rng.normal(size=dim)
+    feats_a = _exact_samples(rng, 500, mean_a, cov_a)
+    feats_b = _exact_samples(rng, 500, mean_b, cov_b)
+    # tr((Sa Sb)^1/2) = sum of square roots of the (real, positive) eigenvalues of Sa Sb
+    cross = np.sqrt(np.linalg.eigvals(cov_a @ cov_b).real.clip(0)).sum()
+    expected = np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * cross
+    assert metrics.frechet_distance(feats_a, feats_b) == pytest.approx(expected, rel=1e-6)
+
+
+def test_frechet_distance_with_singular_covariances_is_finite():
+    gen = torch.Generator().manual_seed(5)
+    low_rank_a = torch.randn(20, 3, generator=gen) @ torch.randn(3, 64, generator=gen)
+    low_rank_b = torch.randn(20, 3, generator=gen) @ torch.randn(3, 64, generator=gen)
+    value = metrics.frechet_distance(low_rank_a, low_rank_b)
+    assert math.isfinite(value) and value > 0
+    assert metrics.frechet_distance(low_rank_a, low_rank_a) == pytest.approx(0.0, abs=1e-6 * float(low_rank_a.var() * 64))
+
+
+# --- the shipped classifier and the combined score --------------------------------------------
+
+# seeds from 5_000_000 on: training used make_batch seeds 0..2399, held-out ones 7e12 and up
+needs_weights = pytest.mark.skipif(
+    not DEFAULT_WEIGHTS.exists(),
+    reason=f"classifier weights {DEFAULT_WEIGHTS} missing; train with `python -m trainer toy classifier`",
+)
+
+
+@needs_weights
+@pytest.mark.parametrize("start", ["uniform", "directional"])
+def test_shipped_classifier_reads_every_attribute(start):
+    classifier = load_classifier()
+    videos, attrs = make_batch(64, seed=5_424_242 + (start == "uniform"), cfg=DomainConfig(start=start))
+    accuracy = metrics.attribute_accuracy(videos, attrs, classifier)
+    for name in ("acc_colour", "acc_shape", "acc_direction", "acc_speed"):
+        assert accuracy[name] >= 0.95, (start, accuracy)
+    # the prompt strings work as well as ClipAttributes
+    assert metrics.attribute_accuracy(videos, [a.prompt for a in attrs], classifier) == accuracy
+
+
+@needs_weights
+def test_classifier_features_shape_and_chance_on_wrong_labels():
+    classifier = load_classifier()
+    videos, attrs = make_batch(16, seed=5_000_099, cfg=DomainConfig(start="uniform"))
+    assert classifier.embed(videos).shape == (16, 128)
+    flipped = [ClipAttributes(a.shape, a.colour, {"left": "right", "right": "left", "up": "down", "down": "up"}[a.direction], a.speed) for a in attrs]
+    assert metrics.attribute_accuracy(videos, flipped, classifier)["acc_direction"] <= 0.1
+
+
+@needs_weights
+def test_score_videos_returns_every_metric():
+    classifier = load_classifier()
+    videos, attrs = make_batch(8, seed=5_000_007)
+    data, _ = make_batch(16, seed=5_000_008)
+    attrs = attrs[:7] + attrs[:1]  # one repeated prompt so diversity is reported
+    scores = metrics.score_videos(videos, attrs, data, classifier)
+    assert set(metrics.METRIC_DIRECTION) == set(scores)
+    assert all(isinstance(v, float) and math.isfinite(v) for v in scores.values())
+    assert scores["dynamic_degree"] == 1.0
+    assert scores["prompt_acc"] == min(scores["acc_colour"], scores["acc_shape"])
+    assert set(metrics.METRIC_DIRECTION.values()) <= {"higher", "lower", "match"}
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def test_report_writes_self_contained_html_and_json(tmp_path):
+    from trainer.eval.report import write_html_report
+
+    videos, attrs = make_batch(3, seed=1)
+    rows = [{"config": "teacher 50 steps", "fd": 1.5, "prompt_acc": 0.9}, {"config": "student 4 steps", "fd": 2.5, "prompt_acc": 0.95}]
+    path = write_html_report(
+        tmp_path / "report.html", "Toy <eval>", rows, {"teacher": (videos, [a.prompt for a in attrs])},
+        notes="a & b", json_path=tmp_path / "report.json",
+    )
+    text = path.read_text()
+    assert "<th>config</th>" in text
+    assert re.search(r"<th[^>]*>fd &darr;</th>", text)  # lower is better
+    assert re.search(r"<th[^>]*>prompt_acc &uarr;</th>", text)  # higher is better
+    assert "<b>1.5</b>" in text and "<b>0.95</b>" in text  # best value per column
+    assert '<img class="grid" src="data:image/png;base64,' in text
+    assert 'src="data:image/gif;base64,' in text
+    assert attrs[0].prompt in text and "Toy &lt;eval&gt;" in text and "a &amp; b" in text
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["rows"] == rows and saved["directions"]["fd"] == "lower"
