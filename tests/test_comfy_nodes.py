@@ -21,6 +21,7 @@ STRIDE_NODES = {
     "StrideConsistencySampler", "StrideFlowSampler", "StrideStudentScheduler", "StrideTokenShiftScheduler",
     "StridePublishedScheduler", "StrideScheduleSearch", "StrideSchedulePreset", "StrideToyTeacherLoader",
     "StrideToyTextEncode", "StrideToyEmptyLatent", "StrideToyDecode", "StrideToyEncode",
+    "StrideLatentInterpolate", "StrideLatentInterpolatorLoader", "StrideInterpolatedSampler",
 }
 
 

@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = toy_sub.add_parser("classifier", help="train the attribute classifier / feature network the metrics use")
     classifier.add_arguments(p)
     p.set_defaults(func=classifier.run)
+    from .interp import train as interp_train
+
+    p = sub.add_parser("interp", help="train the learned latent interpolator (default: on toy-domain latents)")
+    interp_train.add_arguments(p)
+    p.set_defaults(func=interp_train.run)
     p = toy_sub.add_parser("export", help="write the EMA teacher weights as a compact bf16 file")
     p.add_argument("--config", type=Path, default=None)
     p.add_argument("--out", default=None)

@@ -1,7 +1,7 @@
 """Sampling the toy domain for evaluation: sampling setups, the evaluation prompt set, generation.
 
 A ``SamplingSetup`` names everything that decides a sample besides the model and the noise:
-steps, CFG scale, sampler (a key of ``trainer.sampling.samplers.SAMPLERS``) and schedule (a key of
+steps, CFG scale, sampler (a key of ``trainer.sampling.samplers.sampler_registry()``) and schedule (a key of
 ``SCHEDULES``). ``generate`` runs one setup over a prompt list in batches from per-clip seeds, so
 two setups evaluated on the same prompts start from the same noise, and returns decoded clips
 plus the wall-clock seconds spent in the model.
@@ -18,7 +18,7 @@ import torch
 from .. import flow
 from ..backends.base import Denoiser, as_kdiffusion_model
 from ..sampling import schedules
-from ..sampling.samplers import SAMPLERS
+from ..sampling.samplers import sampler_registry
 from ..toy import codec, domain, text
 
 
@@ -34,8 +34,8 @@ class SamplingSetup:
     step_list: tuple[float, ...] = ()
 
     def __post_init__(self):
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
+        if self.sampler not in sampler_registry():
+            raise ValueError(f"unknown sampler {self.sampler!r}; known: {', '.join(sampler_registry())}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
         if self.steps < 1:
@@ -96,7 +96,7 @@ def generate(denoiser: Denoiser, setup: SamplingSetup, prompts: list[str], seeds
     """Sample one clip per (prompt, seed); returns (videos [N, 3, F, H, W] in [0, 1], model seconds)."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    sample_fn = SAMPLERS[setup.sampler]
+    sample_fn = sampler_registry()[setup.sampler]
     videos, seconds = [], 0.0
     for start in range(0, len(prompts), batch_size):
         chunk_prompts, chunk_seeds = prompts[start:start + batch_size], seeds[start:start + batch_size]
@@ -106,7 +106,7 @@ def generate(denoiser: Denoiser, setup: SamplingSetup, prompts: list[str], seeds
         noise = initial_noise(chunk_seeds)
         sigmas = setup.sigmas(tuple(noise.shape))
         options = dict(setup.sampler_options)
-        if setup.sampler == "stride_consistency":
+        if setup.sampler != "stride_flow":  # samplers that draw fresh noise get a seed per chunk
             options.setdefault("seed", chunk_seeds[0])
         t0 = time.perf_counter()
         # ComfyUI's convention for an empty latent: x = sigma_max * noise (pure noise when sigma_max is 1)

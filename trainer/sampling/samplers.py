@@ -184,3 +184,10 @@ SAMPLERS = {
     "stride_consistency": sample_stride_consistency,
     "stride_flow": sample_stride_flow,
 }
+
+
+def sampler_registry() -> dict:
+    """Every Stride sampler by name: these plus the interpolated few-step sampler."""
+    from .interpolated import INTERPOLATED_SAMPLERS
+
+    return {**SAMPLERS, **INTERPOLATED_SAMPLERS}
