@@ -140,3 +140,25 @@ def test_pretraining_continues_from_compact_weights_on_a_fresh_machine(tmp_path)
     diffs = {k: (started[k] - state["model"][k]).abs().max().item() for k in started}
     assert max(diffs.values()) < 0.01, "did not start from the compact weights"  # one AdamW step at lr 4e-4
     assert max(diffs.values()) > 0, "the continued run did not train"
+
+
+def test_teacher_loads_from_a_comfy_checkpoint_prefix_and_a_diffusers_folder(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from trainer.toy.teacher import load_teacher_any
+
+    torch.manual_seed(3)
+    model = build_diffusers_wan(TeacherArch(1, 1, 128)).eval()
+    save_wan_file(model, tmp_path / "plain.safetensors", dtype=torch.float32)
+    prefixed = {f"model.diffusion_model.{k}": v for k, v in load_file(str(tmp_path / "plain.safetensors")).items()}
+    save_file(prefixed, str(tmp_path / "comfy_full.safetensors"))
+    model.save_pretrained(tmp_path / "pipeline" / "transformer")
+    x, t = torch.randn(1, 16, 2, 8, 8), torch.tensor([300.0])
+    ctx = text.encode_prompts(["a red square moving left quickly"])
+    with torch.no_grad():
+        want = model(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)[0]
+        for source in (tmp_path / "comfy_full.safetensors", tmp_path / "pipeline"):
+            got = load_teacher_any(source)(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)[0]
+            assert torch.allclose(got, want, atol=1e-5), source
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_teacher_any(tmp_path)

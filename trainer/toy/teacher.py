@@ -120,7 +120,7 @@ def load_teacher(path: Path | str = WEIGHTS_PATH, dtype=torch.float32):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"teacher weights not found: {path}")
-    wan_sd = load_file(str(path))
+    wan_sd = strip_comfy_prefix(load_file(str(path)))
     model = build_diffusers_wan(infer_arch(wan_sd))
     missing, unexpected = model.load_state_dict(wan_to_diffusers_keys(wan_sd), strict=False)
     if missing or unexpected:
@@ -128,10 +128,26 @@ def load_teacher(path: Path | str = WEIGHTS_PATH, dtype=torch.float32):
     return model.to(dtype).eval().requires_grad_(False)
 
 
+def strip_comfy_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ComfyUI full checkpoints prefix the transformer with ``model.diffusion_model.``."""
+    prefix = "model.diffusion_model."
+    if any(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return state_dict
+
+
 def load_teacher_any(path: Path | str | None = None, dtype=torch.float32):
-    """The shipped teacher by default; a ``.safetensors`` Wan file; or a pretraining ``state.pt``
-    (its EMA weights), so evaluation can follow a run that is still training."""
+    """The shipped teacher by default; a Wan 2.1 ``.safetensors`` file (original/ComfyUI keys); a
+    diffusers folder (``transformer/`` of a pipeline, or the model folder itself); or a pretraining
+    ``state.pt`` (its EMA weights), so evaluation can follow a run that is still training."""
     path = Path(path) if path else WEIGHTS_PATH
+    if path.is_dir():
+        from diffusers import WanTransformer3DModel
+
+        folder = path / "transformer" if (path / "transformer" / "config.json").exists() else path
+        if not (folder / "config.json").exists():
+            raise FileNotFoundError(f"{path} is not a diffusers Wan transformer folder (no config.json)")
+        return WanTransformer3DModel.from_pretrained(folder, torch_dtype=dtype).eval().requires_grad_(False)
     if path.suffix != ".pt":
         return load_teacher(path, dtype)
     from ..checkpoint import load_state
