@@ -123,3 +123,19 @@ def test_accelerate_launch_two_processes_synchronises_lora_gradients(tmp_path, t
     assert sums[0]["checksum"] == sums[1]["checksum"], "LoRA weights diverged between processes"
     assert sums[0]["changed"], "training did not change the LoRA"
     assert (tmp_path / "out" / "ddp.safetensors").exists()
+
+
+def test_bench_distill_rows_share_the_sampling_bench_keys(tmp_path, tiny_teacher):
+    from trainer.bench.distill import run_distill_bench
+    from trainer.bench.sampling import ROW_KEYS
+
+    base = tiny_config(tmp_path, tiny_teacher, steps=1, batch_size=1)
+    result = run_distill_bench(base, ["adv", "gpd"], max_clips=6)
+    names = [row["name"] for row in result["rows"]]
+    assert names == ["data", "teacher_50_cfg", "teacher_4", "adv", "gpd"]
+    for row in result["rows"]:
+        assert set(ROW_KEYS) <= set(row)
+    assert result["rows"][3]["nfe"] == 4 and result["rows"][1]["nfe"] == 100
+    assert {"speedup_teacher_4", "speedup_adv", "speedup_gpd"} <= set(result["ratios"])
+    assert result["clips_per_row"] == 6
+    assert set(result["train_seconds"]) == {"adv", "gpd"}

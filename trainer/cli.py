@@ -32,6 +32,7 @@ BENCHES = {
     "schedules": "schedules",
     "interpolation": "interpolation",
     "sampling": "sampling",
+    "distill": "distill",
 }
 
 

@@ -19,10 +19,13 @@ from ..config import add_dataclass_flags, load_config
 from .config import DistillConfig
 
 
-def student_setup(outcome, name: str = "student_4"):
+def student_setup(outcome, method: str, name: str = "student_4"):
+    """How a student of ``method`` is sampled: its own step list, no CFG, the method's sampler."""
     from ..eval.generate import SamplingSetup
+    from ..methods import method_registry
 
-    return SamplingSetup(name, steps=outcome.schedule.steps, cfg=1.0, sampler="stride_consistency",
+    sampler, options = method_registry()[method].student_sampler
+    return SamplingSetup(name, steps=outcome.schedule.steps, cfg=1.0, sampler=sampler, sampler_options=dict(options),
                          schedule="student", step_list=tuple(outcome.schedule.step_list), shift=outcome.schedule.shift)
 
 
@@ -38,7 +41,7 @@ def evaluate_student(outcome, cfg: DistillConfig, out_dir: Path) -> list[dict]:
     eval_set = EvalSet(repeats=cfg.eval_repeats)
     teacher_rows, teacher_samples = evaluate_setups(
         backend.view(TEACHER), [PRESET_SETUPS["teacher_50_cfg"], PRESET_SETUPS["teacher_4"]], eval_set)
-    student_rows, student_samples = evaluate_setups(backend.view(STUDENT), [student_setup(outcome)], eval_set)
+    student_rows, student_samples = evaluate_setups(backend.view(STUDENT), [student_setup(outcome, cfg.method)], eval_set)
     rows = teacher_rows + student_rows[1:]  # one data row
     samples = {**teacher_samples, **{k: v for k, v in student_samples.items() if k != "data"}}
     notes = json.dumps({"method": cfg.method, "steps": outcome.steps_done, "train_seconds": round(outcome.seconds, 1),

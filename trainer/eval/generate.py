@@ -69,13 +69,15 @@ SCHEDULES: dict[str, Callable] = {"shifted": _shifted, "student": _student, "tok
 
 @dataclass(frozen=True)
 class EvalSet:
-    """Prompts and per-clip seeds: every attribute combination, ``repeats`` times."""
+    """Prompts and per-clip seeds: every attribute combination, ``repeats`` times (or the first
+    ``max_clips`` of them, for quick checks)."""
 
     repeats: int = 1
     seed: int = 1234
+    max_clips: int | None = None
 
     def attributes(self) -> list[domain.ClipAttributes]:
-        return domain.all_attributes() * self.repeats
+        return (domain.all_attributes() * self.repeats)[: self.max_clips]
 
     def clip_seeds(self) -> list[int]:
         return [self.seed * 100_003 + i for i in range(len(self.attributes()))]

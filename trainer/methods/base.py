@@ -118,6 +118,8 @@ class DistillMethod:
     name = "base"
     required_roles: tuple[str, ...] = ()
     config_class: type = object
+    # how the trained student is sampled: a sampler name of trainer.sampling and its options
+    student_sampler: tuple[str, dict] = ("stride_consistency", {"gamma": 1.0})
 
     def __init__(self, ctx: MethodContext, cfg):
         ctx.backend.require(*self.required_roles)

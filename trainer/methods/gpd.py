@@ -144,6 +144,7 @@ START_POINTS = {"student": _start_from_student, "real": _start_from_real}
 
 
 class GpdMethod(DistillMethod):
+    student_sampler = ("stride_flow", {"order": 1})  # trajectory students follow the ODE
     name = "gpd"
     required_roles = ("teacher", "student")
     config_class = GpdConfig
