@@ -46,7 +46,10 @@ class DistillConfig:
     threads: int = 0
     device: str = "auto"  # "auto" picks CUDA when available
     progress: bool = True
-    adv: AdvConfig = field(default_factory=AdvConfig)
+    # the published ADV settings (lr 2e-6, generator every 5th step) are for 14B models and thousands of
+    # iterations; the toy job has a few hundred, so it starts from LoRA-sized rates (to be tuned by
+    # `bench distill` once the toy teacher ships)
+    adv: AdvConfig = field(default_factory=lambda: AdvConfig(generator_lr=1e-4, critic_lr=1e-4, generator_every=2))
     gpd: GpdConfig = field(default_factory=GpdConfig)
     avdm2: Avdm2Config = field(default_factory=Avdm2Config)
 
