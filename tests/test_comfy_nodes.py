@@ -8,6 +8,7 @@ returns finite latents, and that bad inputs give a clear error while the server 
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ STRIDE_NODES = {
     "StrideConsistencySampler", "StrideFlowSampler", "StrideStudentScheduler", "StrideTokenShiftScheduler",
     "StridePublishedScheduler", "StrideScheduleSearch", "StrideSchedulePreset", "StrideToyTeacherLoader",
     "StrideToyTextEncode", "StrideToyEmptyLatent", "StrideToyDecode", "StrideToyEncode",
-    "StrideLatentInterpolate", "StrideLatentInterpolatorLoader", "StrideInterpolatedSampler",
+    "StrideLatentInterpolate", "StrideLatentInterpolatorLoader", "StrideInterpolatedSampler", "StrideFrameInterpolate",
 }
 
 
@@ -137,4 +138,30 @@ def test_bad_input_is_a_clear_error_and_server_survives(comfy_server, tiny_wan, 
     error = execution_error(entry)
     assert error is not None, f"{case}: expected an error"
     assert expected_word in error["exception_message"], error["exception_message"]
+    assert comfy_server.alive()
+
+
+def _frames_graph(batch: int, multiplier) -> dict:
+    return {
+        "img": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 24, "batch_size": batch, "color": 0x336699}},
+        "interp": {"class_type": "StrideFrameInterpolate", "inputs": {
+            "images": ["img", 0], "multiplier": multiplier, "method": "stride_flow", "flow_quality": "medium",
+            "scene_cut_fallback": "nearest"}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["interp", 0], "filename_prefix": "stride/frames"}},
+    }
+
+
+def test_frame_interpolation_node_outputs_the_core_frame_count(comfy_server):
+    entry = comfy_server.run(_frames_graph(3, 3), timeout=300)
+    assert execution_error(entry) is None, execution_error(entry)
+    images = entry["outputs"]["save"]["images"]
+    assert len(images) == (3 - 1) * 3 + 1
+
+
+def test_frame_interpolation_bad_input_is_clear(comfy_server):
+    entry = comfy_server.run(_frames_graph(1, 2), timeout=300)
+    error = execution_error(entry)
+    assert error is not None and "at least 2 frames" in error["exception_message"]
+    status, body = comfy_server.post("/prompt", {"prompt": _frames_graph(3, 1)})
+    assert status == 400 and "multiplier" in json.dumps(body)
     assert comfy_server.alive()
