@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 
-import comfy.samplers
 from comfy_api.latest import io
 
 from ..trainer.interp.latent import check_video_latent, interpolate_latent
 from ..trainer.interp.model import (DEFAULT_WEIGHTS_PATH, INTERPOLATION_METHODS, LatentInterpolator,
                                     load_interpolator, resolve_interpolator)
-from ..trainer.sampling.interpolated import BASE_SAMPLER_OPTIONS, sample_stride_interpolated
+from ..trainer.sampling.interpolated import BASE_SAMPLER_OPTIONS
+from .sampling_nodes import make_sampler
 
 CATEGORY = "Stride/interpolation"
 INTERPOLATOR_FOLDER = "latent_interpolators"  # under ComfyUI's models directory
@@ -116,17 +116,6 @@ class StrideLatentInterpolatorLoader(io.ComfyNode):
         return io.NodeOutput(load_interpolator(os.path.join(_interpolator_folder(), interpolator_name)))
 
 
-def _with_model_noise_scaling(sample_fn):
-    """Give the library sampler the model's own re-noising rule (flow, eps, v alike)."""
-
-    def fn(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
-        model_sampling = model.inner_model.inner_model.model_sampling
-        return sample_fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
-                         noise_scaling=model_sampling.noise_scaling, **options)
-
-    return fn
-
-
 class StrideInterpolatedSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -162,8 +151,7 @@ class StrideInterpolatedSampler(io.ComfyNode):
         resolve_interpolator(chosen)  # an unknown method fails now, not in the middle of sampling
         options = {"switch_index": switch_index, "gamma": gamma, "seed": noise_seed, "interpolator": chosen,
                    "base_sampler": base_sampler}
-        return io.NodeOutput(comfy.samplers.KSAMPLER(_with_model_noise_scaling(sample_stride_interpolated),
-                                                     extra_options=options))
+        return io.NodeOutput(make_sampler("stride_interpolated", **options))
 
 
 NODES = [StrideLatentInterpolate, StrideLatentInterpolatorLoader, StrideInterpolatedSampler]

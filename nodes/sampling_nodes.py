@@ -22,7 +22,8 @@ def _model_noise_scaling(sample_fn):
 
 
 def make_sampler(name: str, **options) -> comfy.samplers.KSAMPLER:
-    return comfy.samplers.KSAMPLER(_model_noise_scaling(samplers.SAMPLERS[name]), extra_options=options)
+    """A ComfyUI SAMPLER for any sampler of ``trainer.sampling.samplers.sampler_registry()``."""
+    return comfy.samplers.KSAMPLER(_model_noise_scaling(samplers.sampler_registry()[name]), extra_options=options)
 
 
 class StrideConsistencySampler(io.ComfyNode):

@@ -85,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        from ..eval.evaluate import format_row
+
         for row in result.get("rows", []):
-            print(f"{row['name']:<16} fd {row['fd']:.3f}  prompt_acc {row['prompt_acc']:.2f}  motion_acc "
-                  f"{row['motion_acc']:.2f}  dynamic {row['dynamic_degree']:.2f}  seconds {row['seconds']:.1f}")
+            print(format_row(row))
         for key in ("lora", "report", "state"):
             if key in result:
                 print(f"{key}: {result[key]}")

@@ -41,6 +41,12 @@ class EvalConfig:
     out: Path = Path("runs/eval")
 
 
+def format_row(row: dict) -> str:
+    """One line of the headline metrics of a row, for terminal output."""
+    return (f"{row['name']:<16} fd {row['fd']:.3f}  prompt_acc {row['prompt_acc']:.2f}  motion_acc "
+            f"{row['motion_acc']:.2f}  dynamic {row['dynamic_degree']:.2f}  seconds {row['seconds']:.1f}")
+
+
 def row_from_scores(name: str, scores: dict, nfe: int, seconds: float) -> dict:
     return {"name": name, "nfe": nfe, "seconds": round(seconds, 3), **scores}
 
@@ -104,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         for row in result["rows"]:
-            print(f"{row['name']:<16} fd {row['fd']:.3f}  prompt_acc {row['prompt_acc']:.2f}  "
-                  f"motion_acc {row['motion_acc']:.2f}  dynamic {row['dynamic_degree']:.2f}  s {row['seconds']:.1f}")
+            print(format_row(row))
         print(f"report: {Path(cfg.out) / 'report.html'}")
     return 0
