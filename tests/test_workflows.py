@@ -44,6 +44,12 @@ EXPECTED_CLASS_TYPES = {
         "RandomNoise": 1, "StrideFlowSampler": 1, "StrideTokenShiftScheduler": 1, "SamplerCustomAdvanced": 1,
         "StrideToyDecode": 1, "SaveAnimatedWEBP": 1,
     },
+    "toy_interpolate_4step": {
+        "StrideToyTeacherLoader": 1, "StrideToyTextEncode": 2, "StrideToyEmptyLatent": 1, "CFGGuider": 1,
+        "RandomNoise": 1, "StrideLatentInterpolatorLoader": 1, "StrideInterpolatedSampler": 1,
+        "StrideTokenShiftScheduler": 1, "SamplerCustomAdvanced": 1, "StrideToyDecode": 1, "StrideFrameInterpolate": 1,
+        "SaveAnimatedWEBP": 2,
+    },
     "wan21_t2v_4step_lora": {
         "UNETLoader": 1, "CLIPLoader": 1, "CLIPTextEncode": 2, "LoraLoaderModelOnly": 1, "ModelSamplingSD3": 1,
         "CFGGuider": 1, "RandomNoise": 1, "StrideConsistencySampler": 1, "StrideStudentScheduler": 1,
