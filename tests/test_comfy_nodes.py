@@ -63,6 +63,9 @@ SAMPLERS = {
     "tcd": {"class_type": "StrideConsistencySampler", "inputs": {"gamma": 0.3, "noise_seed": 3}},
     "ddim": {"class_type": "StrideFlowSampler", "inputs": {"order": 1}},
     "flow2": {"class_type": "StrideFlowSampler", "inputs": {"order": 2}},
+    "interp": {"class_type": "StrideInterpolatedSampler", "inputs": {
+        "switch_index": 1, "gamma": 1.0, "noise_seed": 3, "method": "motion_compensated",
+        "base_sampler": "stride_consistency"}},
 }
 
 
