@@ -168,3 +168,23 @@ def test_frame_interpolation_bad_input_is_clear(comfy_server):
     status, body = comfy_server.post("/prompt", {"prompt": _frames_graph(3, 1)})
     assert status == 400 and "multiplier" in json.dumps(body)
     assert comfy_server.alive()
+
+
+@pytest.mark.parametrize("node,field", [
+    ({"class_type": "StrideTokenShiftScheduler",
+      "inputs": {"latent": ["latent", 0], "steps": 0, "base_shift": 0.95, "max_shift": 2.05}}, "steps"),
+    ({"class_type": "StrideStudentScheduler",
+      "inputs": {"preset": "custom", "step_list": "1000,750", "shift": 0.0}}, "shift"),
+])
+def test_out_of_range_widgets_are_rejected_before_running(comfy_server, tiny_wan, node, field):
+    graph = _base_graph(tiny_wan)
+    graph["bad"] = node
+    graph["ddim_node"] = SAMPLERS["ddim"]
+    graph["run"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["ddim_node", 0], "sigmas": ["bad", 0],
+        "latent_image": ["latent", 0]}}
+    graph["save"] = {"class_type": "SaveLatent", "inputs": {"samples": ["run", 0], "filename_prefix": "stride/bad"}}
+    status, body = comfy_server.post("/prompt", {"prompt": graph})
+    assert status == 400, body
+    assert field in json.dumps(body["node_errors"]), body
+    assert comfy_server.alive()
