@@ -162,3 +162,18 @@ def test_teacher_loads_from_a_comfy_checkpoint_prefix_and_a_diffusers_folder(tmp
             assert torch.allclose(got, want, atol=1e-5), source
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_teacher_any(tmp_path)
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path):
+    import os
+
+    from trainer.checkpoint import atomic_save_safetensors, atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_save_safetensors({"x": torch.zeros(2)}, tmp_path / "a.safetensors", {})
+        atomic_write_text("hi", tmp_path / "b.txt")
+    finally:
+        os.umask(umask)
+    for name in ("a.safetensors", "b.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
