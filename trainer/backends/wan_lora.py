@@ -91,6 +91,12 @@ class WanLoraBackend:
             raise ValueError("the teacher is frozen; it has no trainable parameters")
         return lora_parameters(self.model, role)
 
+    def export_lora(self, role: str, path, metadata: dict):
+        """Write the role's adapter as a ComfyUI-native Stride LoRA file."""
+        from ..lora.export import export_comfy_lora
+
+        return export_comfy_lora(self.model, role, path, metadata)
+
     def view(self, role: str) -> "RoleDenoiser":
         return RoleDenoiser(self, role)
 

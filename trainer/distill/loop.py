@@ -141,15 +141,17 @@ class DistillOutcome:
     seconds: float
 
 
-def distill(cfg: DistillConfig, stop_check=None, on_step=None) -> DistillOutcome:
+def distill(cfg: DistillConfig, stop_check=None, on_step=None, backend=None, data=None) -> DistillOutcome:
     """Train (or resume) a student LoRA. ``stop_check()`` returning True stops like Ctrl-C does
-    (used by the ComfyUI node for Cancel); ``on_step(step, total, metrics)`` reports progress."""
+    (used by the ComfyUI node for Cancel); ``on_step(step, total, metrics)`` reports progress.
+    ``backend`` and ``data`` replace the ones the config describes (the ComfyUI node passes a
+    ``ComfyLoraBackend`` and the graph's conditioning)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist = Distributed.from_environment()
     device = pick_device(cfg.device, dist)
     torch.manual_seed(cfg.seed)  # LoRA initialisation is identical on every process
-    backend = build_backend(cfg, device)
+    backend = backend if backend is not None else build_backend(cfg, device)
     schedule = StudentSchedule(tuple(cfg.student_step_list), cfg.shift)
     registry = method_registry()
     if cfg.method not in registry:
@@ -157,7 +159,7 @@ def distill(cfg: DistillConfig, stop_check=None, on_step=None) -> DistillOutcome
     method_cls = registry[cfg.method]
     method_cfg = getattr(cfg, cfg.method, None) or method_cls.config_class()
     method = method_cls(MethodContext(backend, schedule, dist.sync_gradients), method_cfg)
-    data = build_data(cfg, dist.rank)
+    data = data if data is not None else build_data(cfg, dist.rank)
 
     state_path = cfg.resolved_state_dir / "state.pt"
     start, history = 0, []
@@ -268,8 +270,5 @@ def student_metadata(cfg: DistillConfig, schedule: StudentSchedule, teacher_fing
 
 
 def export_student(outcome: DistillOutcome, cfg: DistillConfig, path: Path, metrics: dict) -> Path:
-    from ..lora.export import export_comfy_lora
-
     meta = student_metadata(cfg, outcome.schedule, outcome.backend.teacher_fingerprint, metrics)
-    export_comfy_lora(outcome.backend.model, STUDENT, Path(path), meta)
-    return Path(path)
+    return outcome.backend.export_lora(STUDENT, Path(path), meta)

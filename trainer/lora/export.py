@@ -151,7 +151,12 @@ def export_comfy_lora(model: torch.nn.Module, adapter_name: str, path: Path | st
     ``metadata`` needs ``method`` (str), ``student_step_list`` (timesteps or sigmas), ``shift``,
     ``teacher_fingerprint`` (see ``teacher_fingerprint``) and may hold ``config`` and ``metrics``
     (JSON-serialisable dicts). ``dtype`` casts the LoRA matrices (default: as trained)."""
-    tensors = comfy_lora_state_dict(model, adapter_name, dtype)
+    return write_stride_lora(comfy_lora_state_dict(model, adapter_name, dtype), path, metadata)
+
+
+def write_stride_lora(tensors: Mapping[str, torch.Tensor], path: Path | str, metadata: Mapping[str, Any]) -> Path:
+    """Write LoRA tensors already in ComfyUI keys with the Stride metadata, atomically."""
+    check_comfy_lora_keys(tensors)  # raises for anything ComfyUI would not load
     header = encode_stride_metadata(metadata)
     first_down = next(v for k, v in tensors.items() if k.endswith(".lora_down.weight"))
     first_alpha = next(v for k, v in tensors.items() if k.endswith(".alpha"))
@@ -159,7 +164,7 @@ def export_comfy_lora(model: torch.nn.Module, adapter_name: str, path: Path | st
     header[METADATA_PREFIX + "lora_rank"] = str(first_down.shape[0])
     header[METADATA_PREFIX + "lora_alpha"] = repr(float(first_alpha))
     path = Path(path)
-    atomic_save_safetensors(tensors, path, header)
+    atomic_save_safetensors(dict(tensors), path, header)
     return path
 
 
