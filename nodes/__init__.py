@@ -9,7 +9,7 @@ from comfy_api.latest import ComfyExtension, io
 
 class StrideExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        from . import frame_nodes, interp_nodes, sampling_nodes, schedule_nodes, toy_nodes
+        from . import distill_nodes, frame_nodes, interp_nodes, sampling_nodes, schedule_nodes, toy_nodes
 
         return [*sampling_nodes.NODES, *schedule_nodes.NODES, *interp_nodes.NODES, *frame_nodes.NODES,
-                *toy_nodes.NODES]
+                *distill_nodes.NODES, *toy_nodes.NODES]

@@ -23,6 +23,7 @@ STRIDE_NODES = {
     "StridePublishedScheduler", "StrideScheduleSearch", "StrideSchedulePreset", "StrideToyTeacherLoader",
     "StrideToyTextEncode", "StrideToyEmptyLatent", "StrideToyDecode", "StrideToyEncode",
     "StrideLatentInterpolate", "StrideLatentInterpolatorLoader", "StrideInterpolatedSampler", "StrideFrameInterpolate",
+    "StrideDistillLoRA",
 }
 
 

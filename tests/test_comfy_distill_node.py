@@ -1,0 +1,92 @@
+"""Integration: in-graph distillation through a real ComfyUI server's HTTP API (COMFYUI_PATH):
+a tiny random Wan 2.1 from the stock UNETLoader trains a LoRA that lands in ``loras`` and loads back
+with core's LoRA loader; bad inputs are clear errors. (Cancel-and-resume through the server is not
+covered yet: a first attempt hung, see the issue note.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from comfy_harness import execution_error
+
+pytestmark = pytest.mark.comfyui
+
+
+@pytest.fixture(scope="module")
+def tiny_wan(comfy_server):
+    from trainer.toy.teacher import TeacherArch, build_diffusers_wan, save_wan_file
+
+    torch.manual_seed(0)
+    path = comfy_server.base_dir / "models" / "diffusion_models" / "stride_distill_tiny_wan.safetensors"
+    save_wan_file(build_diffusers_wan(TeacherArch(num_heads=1, num_layers=2, ffn_dim=128)), path, dtype=torch.float32)
+    return path.name
+
+
+def distill_graph(unet: str, save_name: str, iterations: int, prompts: str = "a red square moving left quickly\n"
+                  "a blue circle moving up slowly", negative: str = "") -> dict:
+    return {
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
+        "pos": {"class_type": "StrideToyTextEncode", "inputs": {"prompt": prompts}},
+        "neg": {"class_type": "StrideToyTextEncode", "inputs": {"prompt": negative}},
+        "latent": {"class_type": "StrideToyEmptyLatent", "inputs": {"batch_size": 1}},
+        "distill": {"class_type": "StrideDistillLoRA", "inputs": {
+            "model": ["unet", 0], "positive": ["pos", 0], "negative": ["neg", 0], "latent": ["latent", 0],
+            "method": "adv", "student_steps": "1000,900,757,522", "shift": 5.0, "iterations": iterations,
+            "rank": 4, "learning_rate": 1e-3, "teacher_cfg": 5.0, "seed": 0, "save_name": save_name}},
+        "loss": {"class_type": "SaveImage", "inputs": {"images": ["distill", 2], "filename_prefix": "stride/loss"}},
+        "apply": {"class_type": "LoraModelLoader", "inputs": {"model": ["unet", 0], "lora": ["distill", 1],
+                                                              "strength_model": 1.0}},
+        "sampler": {"class_type": "StrideConsistencySampler", "inputs": {"gamma": 1.0, "noise_seed": 1}},
+        "sigmas": {"class_type": "StrideStudentScheduler", "inputs": {"preset": "adv_4step", "step_list": "", "shift": 5.0}},
+        "guider": {"class_type": "BasicGuider", "inputs": {"model": ["apply", 0], "conditioning": ["pos", 0]}},
+        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
+        "run": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["noise", 0], "guider": ["guider", 0],
+                                                                  "sampler": ["sampler", 0], "sigmas": ["sigmas", 0],
+                                                                  "latent_image": ["latent", 0]}},
+        "save": {"class_type": "SaveLatent", "inputs": {"samples": ["run", 0], "filename_prefix": "stride/distilled"}},
+    }
+
+
+def test_distill_node_trains_saves_and_samples(comfy_server, tiny_wan):
+    entry = comfy_server.run(distill_graph(tiny_wan, "tiny_student", 3), timeout=600)
+    assert execution_error(entry) is None, f"{execution_error(entry)}\n{comfy_server.log()[-3000:]}"
+    lora = comfy_server.base_dir / "models" / "loras" / "tiny_student.safetensors"
+    assert lora.exists()
+    from trainer.lora.export import read_stride_metadata
+
+    meta = read_stride_metadata(lora)
+    assert meta["method"] == "adv" and meta["student_step_list"] == [1000.0, 900.0, 757.0, 522.0]
+    assert "loss" in entry["outputs"] and entry["outputs"]["loss"]["images"]
+    assert "lora key not loaded" not in comfy_server.log().lower()
+
+
+@pytest.mark.parametrize("case", ["path separator", "dotdot", "mismatched negative", "empty prompt batch",
+                                  "non-flow model", "bad step list"])
+def test_bad_inputs_are_clear_errors_and_nothing_is_written(comfy_server, tiny_wan, case):
+    graph = distill_graph(tiny_wan, "bad_case", 2)
+    inputs = graph["distill"]["inputs"]
+    expected = {"path separator": "save_name", "dotdot": "save_name", "mismatched negative": "negative",
+                "empty prompt batch": "positive", "non-flow model": "flow-matching",
+                "bad step list": "student_steps"}[case]
+    if case == "path separator":
+        inputs["save_name"] = "../../evil"
+    elif case == "dotdot":
+        inputs["save_name"] = "a..b"
+    elif case == "mismatched negative":
+        graph["neg"]["inputs"]["prompt"] = "\n".join(["a red square moving left quickly"] * 3)
+    elif case == "empty prompt batch":
+        graph["pos"]["inputs"]["prompt"] = ""
+    elif case == "non-flow model":  # an eps-prediction model (what SD-style image models are)
+        graph["eps"] = {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["unet", 0], "sampling": "eps",
+                                                                          "zsnr": False}}
+        inputs["model"] = ["eps", 0]
+    elif case == "bad step list":
+        inputs["student_steps"] = "522,757,1000"
+    entry = comfy_server.run(graph, timeout=300)
+    error = execution_error(entry)
+    assert error is not None, case
+    assert expected in error["exception_message"], error["exception_message"]
+    assert not (comfy_server.base_dir / "models" / "loras" / "bad_case.safetensors").exists()
+    assert not list(comfy_server.base_dir.rglob("evil*"))
+    assert comfy_server.alive()
