@@ -47,3 +47,32 @@ def as_kdiffusion_model(denoiser: Denoiser, context: torch.Tensor, negative: tor
         return guided_x0(denoiser, x, sigma, context, negative, cfg)
 
     return model
+
+
+class RoleBackend:
+    """What every role backend shares: the role set, the checks, and a Denoiser view per role."""
+
+    roles: set[str]
+
+    def require(self, *roles: str) -> None:
+        missing = [r for r in roles if r not in self.roles]
+        if missing:
+            raise ValueError(f"this method needs the roles {list(roles)}; the backend lacks {missing}")
+
+    def check_role(self, role: str) -> None:
+        if role not in self.roles:
+            raise ValueError(f"unknown role {role!r}; this backend has {sorted(self.roles)}")
+
+    def view(self, role: str) -> "RoleDenoiser":
+        self.check_role(role)
+        return RoleDenoiser(self, role)
+
+
+class RoleDenoiser:
+    """A backend role seen through the Denoiser protocol."""
+
+    def __init__(self, backend: RoleBackend, role: str):
+        self.backend, self.role = backend, role
+
+    def predict_x0(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.backend.predict_x0(x, sigma, context, self.role)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..lora.targets import preset_modules
-from .base import STUDENT, TEACHER
+from .base import STUDENT, TEACHER, RoleBackend
 
 
 class _ActiveRole:
@@ -58,7 +58,7 @@ class _InferenceTensorGuard(nn.Module):
         return _trainable_view(weight)
 
 
-class ComfyLoraBackend:
+class ComfyLoraBackend(RoleBackend):
     """Roles over a cloned ComfyUI ModelPatcher; the same interface as ``WanLoraBackend``."""
 
     def __init__(self, model_patcher, student, critic=None, targets: str = "attn_ffn"):
@@ -104,14 +104,8 @@ class ComfyLoraBackend:
 
         return comfy.model_management.get_torch_device()
 
-    def require(self, *roles: str) -> None:
-        missing = [r for r in roles if r not in self.roles]
-        if missing:
-            raise ValueError(f"this method needs the roles {list(roles)}; the backend lacks {missing}")
-
     def predict_x0(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor, role: str) -> torch.Tensor:
-        if role not in self.roles:
-            raise ValueError(f"unknown role {role!r}; this backend has {sorted(self.roles)}")
+        self.check_role(role)
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).expand(x.shape[0])
         previous, self.active.role = self.active.role, (None if role == TEACHER else role)
         try:
@@ -128,11 +122,6 @@ class ComfyLoraBackend:
         if role == TEACHER:
             raise ValueError("the teacher is frozen; it has no trainable parameters")
         return [p for w in self.model.values() for p in (w.lora_down[role], w.lora_up[role])]
-
-    def view(self, role: str):
-        from .wan_lora import RoleDenoiser
-
-        return RoleDenoiser(self, role)
 
     def comfy_lora_state_dict(self, role: str = STUDENT) -> dict[str, torch.Tensor]:
         """The role's LoRA in ComfyUI's native keys (what LoraLoaderModelOnly reads)."""

@@ -4,24 +4,23 @@ DMD-style distillation needs a teacher ("real score"), a student (generator) and
 score", a copy of the teacher trained on student samples). Holding three copies of a 14B model
 is what makes published recipes need 8 GPUs; here one copy of the base carries two peft adapters
 and each forward call activates exactly the role it needs (the teacher is the base with adapters
-disabled). ``RoleDenoiser`` views a role through the Denoiser protocol so samplers, CFG and the
+disabled). ``view(role)`` shows a role through the Denoiser protocol, so samplers, CFG and the
 evaluation run unchanged on any role.
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import torch
 import torch.utils.checkpoint
 
 from .. import flow
 from ..lora.inject import LoraSpec, active_state, add_lora, lora_parameters, restore_state, use_adapter
-from .base import CRITIC, STUDENT, TEACHER
+from .base import CRITIC, STUDENT, TEACHER, RoleBackend
 
 
-class WanLoraBackend:
+class WanLoraBackend(RoleBackend):
     """A diffusers ``WanTransformer3DModel`` with student/critic adapters on a frozen base."""
 
     def __init__(self, model: torch.nn.Module, student: LoraSpec, critic: LoraSpec | None = None,
@@ -67,14 +66,8 @@ class WanLoraBackend:
             return nullcontext()
         return torch.autocast(device.type, dtype=self.autocast_dtype)
 
-    def require(self, *roles: str) -> None:
-        missing = [r for r in roles if r not in self.roles]
-        if missing:
-            raise ValueError(f"this method needs the roles {list(roles)}; the backend lacks {missing}")
-
     def predict_velocity(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor, role: str) -> torch.Tensor:
-        if role not in self.roles:
-            raise ValueError(f"unknown role {role!r}; this backend has {sorted(self.roles)}")
+        self.check_role(role)
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).expand(x.shape[0])
         adapter = None if role == TEACHER else role
         with use_adapter(self.model, adapter), self._autocast(x.device):
@@ -96,17 +89,3 @@ class WanLoraBackend:
         from ..lora.export import export_comfy_lora
 
         return export_comfy_lora(self.model, role, path, metadata)
-
-    def view(self, role: str) -> "RoleDenoiser":
-        return RoleDenoiser(self, role)
-
-
-@dataclass
-class RoleDenoiser:
-    """A backend role seen through the Denoiser protocol."""
-
-    backend: WanLoraBackend
-    role: str
-
-    def predict_x0(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        return self.backend.predict_x0(x, sigma, context, self.role)
