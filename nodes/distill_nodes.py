@@ -172,11 +172,10 @@ class StrideDistillLoRA(io.ComfyNode):
                                            LoraSpec(rank=rank, alpha=float(rank)))
                 data = _GraphData(context.clone(), negative_t.clone(), None if real is None else real.clone(),
                                   (1, *samples.shape[1:]), seed)
-                progress = comfy_progress(iterations)
-                outcome = distill(cfg, stop_check=comfy.model_management.processing_interrupted,
-                                  on_step=progress, backend=backend, data=data)
-                if outcome.stopped_early:
-                    comfy.model_management.throw_exception_if_processing_interrupted()
+                progress = _NodeProgress(iterations)
+                outcome = distill(cfg, stop_check=progress.stop_requested, on_step=progress, backend=backend, data=data)
+                if outcome.stopped_early:  # Cancel: the state of the last finished step is saved
+                    raise comfy.model_management.InterruptProcessingException()
                 path = export_student(outcome, cfg, loras_dir / f"{save_name}.safetensors", {})
                 lora = backend.comfy_lora_state_dict(STUDENT)
                 graph = loss_graph_image(outcome.history)
@@ -187,11 +186,30 @@ class StrideDistillLoRA(io.ComfyNode):
         return io.NodeOutput(student, lora, graph, ui={"text": [f"saved {path.name} to loras"]})
 
 
-def comfy_progress(total: int):
-    import comfy.utils
+class _NodeProgress:
+    """Progress on the node; turns ComfyUI's Cancel into a clean stop of the trainer loop.
 
-    bar = comfy.utils.ProgressBar(total)
-    return lambda done, _total, _metrics: bar.update_absolute(done, total)
+    ComfyUI's progress hook raises InterruptProcessingException on Cancel (and clears the flag);
+    catching it here lets the loop save the step it just finished before the node re-raises."""
+
+    def __init__(self, total: int):
+        import comfy.utils
+
+        self.total, self.interrupted = total, False
+        self.bar = comfy.utils.ProgressBar(total)
+
+    def __call__(self, done: int, _total: int, _metrics: dict) -> None:
+        import comfy.model_management
+
+        try:
+            self.bar.update_absolute(done, self.total)
+        except comfy.model_management.InterruptProcessingException:
+            self.interrupted = True
+
+    def stop_requested(self) -> bool:
+        import comfy.model_management
+
+        return self.interrupted or comfy.model_management.processing_interrupted()
 
 
 NODES = [StrideDistillLoRA]

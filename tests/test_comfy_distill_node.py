@@ -1,7 +1,7 @@
 """Integration: in-graph distillation through a real ComfyUI server's HTTP API (COMFYUI_PATH):
 a tiny random Wan 2.1 from the stock UNETLoader trains a LoRA that lands in ``loras`` and loads back
-with core's LoRA loader; bad inputs are clear errors. (Cancel-and-resume through the server is not
-covered yet: a first attempt hung, see the issue note.)"""
+with core's LoRA loader; Cancel keeps a checkpoint and a rerun resumes, never leaving a LoRA file
+behind; bad inputs are clear errors."""
 
 from __future__ import annotations
 
@@ -90,3 +90,27 @@ def test_bad_inputs_are_clear_errors_and_nothing_is_written(comfy_server, tiny_w
     assert not (comfy_server.base_dir / "models" / "loras" / "bad_case.safetensors").exists()
     assert not list(comfy_server.base_dir.rglob("evil*"))
     assert comfy_server.alive()
+
+
+def test_cancel_keeps_a_checkpoint_and_a_rerun_resumes(comfy_server, tiny_wan):
+    import time
+
+    loras = comfy_server.base_dir / "models" / "loras"
+    state = comfy_server.base_dir / "user" / "stride_distill" / "cancel_me" / "state.pt"
+    # 40 iterations: the node checkpoints every 10, so the first state appears well before the end
+    prompt_id = comfy_server.queue(distill_graph(tiny_wan, "cancel_me", 40))
+    deadline = time.time() + 240
+    while not state.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert state.exists(), "no checkpoint appeared"
+    comfy_server.post("/interrupt", {})
+    entry = comfy_server.wait(prompt_id, timeout=120)
+    assert entry["status"]["status_str"] == "error", entry["status"]  # interrupted
+    assert not list(loras.glob("cancel_me*")), "a LoRA file exists after Cancel"
+    assert not list(loras.glob(".*.tmp")), "a temporary file was left in loras"
+    saved = torch.load(state, weights_only=False)["step"]
+    assert 0 < saved < 40
+    entry = comfy_server.run(distill_graph(tiny_wan, "cancel_me", saved + 2), timeout=300)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert torch.load(state, weights_only=False)["step"] == saved + 2
+    assert (loras / "cancel_me.safetensors").exists()
