@@ -10,7 +10,7 @@ several processes train together and does nothing otherwise).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -108,8 +108,6 @@ class MethodContext:
     backend: WanLoraBackend
     schedule: StudentSchedule
     sync_gradients: SyncFn = no_sync
-    metrics_prefix: str = ""
-    extras: dict = field(default_factory=dict)
 
 
 class DistillMethod:

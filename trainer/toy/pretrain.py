@@ -16,7 +16,7 @@ import math
 import signal
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -53,10 +53,8 @@ class PretrainConfig:
     checkpoint_every: int = 200
     validate_every: int = 250
     state_dir: Path = DEFAULT_STATE_DIR
-    export_path: Path | None = None  # where `export` writes the compact EMA weights
     init_from: Path | None = None  # with no resume state: start from compact weights (e.g. the shipped file)
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
