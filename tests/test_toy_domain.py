@@ -65,7 +65,16 @@ def test_text_table_is_the_shipped_deterministic_table():
     table = text.build_table()
     emb = text.encode_prompt("a red square moving left quickly")
     assert emb.shape == (4, 4096)
-    assert torch.equal(emb[0], table["red"]) and torch.equal(emb[2], table["left"])
+    words = ["red", "square", "left", "quickly"]
+    raw = torch.stack([table[w] for w in words])
+    # contextual tokens: own word weight 1, others text.CONTEXT_MIX, normalised (computed here by hand)
+    norm = (1 + 3 * text.CONTEXT_MIX**2) ** 0.5
+    expect_left = (raw[2] + text.CONTEXT_MIX * (raw[0] + raw[1] + raw[3])) / norm
+    assert torch.allclose(emb[2], expect_left, atol=1e-5)
+    # every token changes when only the direction word changes (no token ignores motion)
+    other = text.encode_prompt("a red square moving right quickly")
+    assert all(not torch.allclose(emb[i], other[i]) for i in range(4))
+    assert abs(float(emb.std()) - 1.0) < 0.05
     assert torch.equal(text.encode_prompt(""), torch.zeros(4, 4096))
     with pytest.raises(ValueError):
         text.encode_prompts([])
