@@ -11,6 +11,13 @@ from ..trainer.sampling import schedule_search, schedules
 
 CATEGORY = "Stride/schedules"
 CUSTOM = "custom"
+NO_LORA = "none"
+
+
+def _lora_files() -> list[str]:
+    import folder_paths
+
+    return [name for name in folder_paths.get_filename_list("loras") if name.endswith(".safetensors")]
 
 
 def presets_dir() -> Path:
@@ -34,13 +41,26 @@ class StrideStudentScheduler(io.ComfyNode):
                                 tooltip="training timesteps in (0, 1000], decreasing; used when preset is 'custom'"),
                 io.Float.Input("shift", default=5.0, min=0.01, max=100.0, step=0.01,
                                tooltip="shift the student was trained with; used when preset is 'custom'"),
+                io.Combo.Input("stride_lora", options=[NO_LORA, *_lora_files()], default=NO_LORA, optional=True,
+                               tooltip="a Stride LoRA from the loras folder: its saved training step list and shift "
+                               "replace preset, step_list and shift, so sampling matches training"),
             ],
             outputs=[io.Sigmas.Output(), io.String.Output(display_name="timesteps")],
         )
 
     @classmethod
-    def execute(cls, preset: str, step_list: str, shift: float) -> io.NodeOutput:
-        if preset == CUSTOM:
+    def execute(cls, preset: str, step_list: str, shift: float, stride_lora: str | None = None) -> io.NodeOutput:
+        if stride_lora and stride_lora != NO_LORA:
+            import folder_paths
+
+            from ..trainer.lora.export import read_stride_metadata
+
+            path = folder_paths.get_full_path("loras", stride_lora)
+            if path is None:
+                raise ValueError(f"stride_lora {stride_lora!r} is not in the loras folder")
+            meta = read_stride_metadata(path)  # a clear error for a LoRA without Stride metadata
+            steps, used_shift = meta["student_step_list"], meta["shift"]
+        elif preset == CUSTOM:
             try:
                 steps = schedules.parse_step_list(step_list)
             except ValueError as err:

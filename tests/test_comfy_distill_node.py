@@ -114,3 +114,58 @@ def test_cancel_keeps_a_checkpoint_and_a_rerun_resumes(comfy_server, tiny_wan):
     assert execution_error(entry) is None, execution_error(entry)
     assert torch.load(state, weights_only=False)["step"] == saved + 2
     assert (loras / "cancel_me.safetensors").exists()
+
+
+def _latent_graph(tiny_wan: str, sigmas_inputs: dict, prefix: str) -> dict:
+    return {
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": tiny_wan, "weight_dtype": "default"}},
+        "pos": {"class_type": "StrideToyTextEncode", "inputs": {"prompt": "a red square moving left quickly"}},
+        "latent": {"class_type": "StrideToyEmptyLatent", "inputs": {"batch_size": 1}},
+        "sampler": {"class_type": "StrideConsistencySampler", "inputs": {"gamma": 1.0, "noise_seed": 1}},
+        "sigmas": {"class_type": "StrideStudentScheduler", "inputs": sigmas_inputs},
+        "guider": {"class_type": "BasicGuider", "inputs": {"model": ["unet", 0], "conditioning": ["pos", 0]}},
+        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
+        "run": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["noise", 0], "guider": ["guider", 0],
+                                                                  "sampler": ["sampler", 0], "sigmas": ["sigmas", 0],
+                                                                  "latent_image": ["latent", 0]}},
+        "save": {"class_type": "SaveLatent", "inputs": {"samples": ["run", 0], "filename_prefix": f"stride/{prefix}"}},
+    }
+
+
+def _latent_run(comfy_server, tiny_wan, sigmas_inputs: dict, prefix: str) -> torch.Tensor:
+    import safetensors.torch
+
+    entry = comfy_server.run(_latent_graph(tiny_wan, sigmas_inputs, prefix), timeout=300)
+    assert execution_error(entry) is None, execution_error(entry)
+    (path,) = (comfy_server.base_dir / "output" / "stride").glob(f"{prefix}_*.latent")
+    return safetensors.torch.load_file(str(path))["latent_tensor"]
+
+
+def test_student_scheduler_reads_the_schedule_from_a_stride_lora(comfy_server, tiny_wan):
+    from trainer.lora.export import write_stride_lora
+
+    loras = comfy_server.base_dir / "models" / "loras"
+    loras.mkdir(parents=True, exist_ok=True)
+    # a Stride LoRA trained on a non-preset step list and shift; its tensors do not matter here
+    meta = {"method": "adv", "student_step_list": [1000, 870, 640, 300], "shift": 3.0, "teacher_fingerprint": "x"}
+    write_stride_lora({"diffusion_model.blocks.0.ffn.0.lora_down.weight": torch.zeros(4, 128),
+                       "diffusion_model.blocks.0.ffn.0.lora_up.weight": torch.zeros(128, 4),
+                       "diffusion_model.blocks.0.ffn.0.alpha": torch.tensor(4.0)},
+                      loras / "sched_student.safetensors", meta)
+    widgets = {"preset": "adv_4step", "step_list": "", "shift": 5.0}
+    from_lora = _latent_run(comfy_server, tiny_wan, {**widgets, "stride_lora": "sched_student.safetensors"}, "from_lora")
+    by_hand = _latent_run(comfy_server, tiny_wan, {"preset": "custom", "step_list": "1000,870,640,300", "shift": 3.0},
+                          "by_hand")
+    preset = _latent_run(comfy_server, tiny_wan, widgets, "preset")
+    assert torch.equal(from_lora, by_hand)  # the LoRA's schedule replaced the widgets
+    assert not torch.equal(from_lora, preset)
+
+    # a LoRA without Stride metadata: a clear error naming the problem, the server keeps running
+    import safetensors.torch
+
+    safetensors.torch.save_file({"diffusion_model.x.lora_down.weight": torch.zeros(2, 2)}, str(loras / "plain.safetensors"))
+    entry = comfy_server.run(_latent_graph(tiny_wan, {**widgets, "stride_lora": "plain.safetensors"}, "plain"))
+    error = execution_error(entry)
+    assert error is not None and error["node_id"] == "sigmas"
+    assert "not a Stride LoRA" in error["exception_message"], error["exception_message"]
+    assert comfy_server.alive()
