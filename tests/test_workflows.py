@@ -55,7 +55,19 @@ EXPECTED_CLASS_TYPES = {
         "CFGGuider": 1, "RandomNoise": 1, "StrideConsistencySampler": 1, "StrideStudentScheduler": 1,
         "EmptyHunyuanLatentVideo": 1, "VAELoader": 1, "VAEDecode": 1, "SaveAnimatedWEBP": 1, "SamplerCustomAdvanced": 1,
     },
+    "toy_distill_lora": {
+        "StrideToyTeacherLoader": 1, "StrideToyTextEncode": 3, "StrideToyEmptyLatent": 1, "StrideDistillLoRA": 1,
+        "SaveImage": 1, "BasicGuider": 1, "RandomNoise": 1, "StrideConsistencySampler": 1, "StrideStudentScheduler": 1,
+        "SamplerCustomAdvanced": 1, "StrideToyDecode": 1, "SaveAnimatedWEBP": 1,
+    },
+    "wan21_distill_lora": {
+        "UNETLoader": 1, "CLIPLoader": 1, "CLIPTextEncode": 3, "VAELoader": 1, "EmptyHunyuanLatentVideo": 1,
+        "ModelSamplingSD3": 1, "StrideDistillLoRA": 1, "SaveImage": 1, "BasicGuider": 1, "RandomNoise": 1,
+        "StrideConsistencySampler": 1, "StrideStudentScheduler": 1, "SamplerCustomAdvanced": 1, "VAEDecode": 1,
+        "SaveAnimatedWEBP": 1,
+    },
 }
+TOY_WORKFLOWS = [p for p in WORKFLOWS if p.stem.startswith("toy_")]
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +83,11 @@ def _by_type(workflow: dict, node_type: str) -> dict:
     return next(node for node in workflow["nodes"] if node["type"] == node_type)
 
 
+TOY_T2V = WORKFLOW_DIR / "toy_t2v_teacher_8step.json"
+
+
 def _toy() -> dict:
-    return load_workflow(WORKFLOW_DIR / "toy_t2v_teacher_8step.json")
+    return load_workflow(TOY_T2V)
 
 
 def _wan() -> dict:
@@ -376,28 +391,45 @@ def test_server_lists_and_serves_the_pack_workflows(comfy_server):
             assert resp.read() == path.with_suffix(".jpg").read_bytes()
 
 
-@pytest.mark.comfyui
-def test_toy_workflow_runs_to_an_animated_webp(comfy_server, live_info):
+def _require_toy_teacher():
     from trainer.toy.teacher import WEIGHTS_PATH
 
     if not WEIGHTS_PATH.exists():
         pytest.skip(f"toy teacher weights not trained yet ({WEIGHTS_PATH.relative_to(REPO)} is missing); "
                     "run `python -m trainer toy pretrain` then `toy export`")
+
+
+def _short_run(prompt: dict) -> dict:
+    """The workflow's prompt with in-graph training cut to 3 iterations (the graph is unchanged)."""
+    for node in prompt.values():
+        if node["class_type"] == "StrideDistillLoRA":
+            node["inputs"]["iterations"] = 3
+            node["inputs"]["save_name"] = f"{node['inputs']['save_name']}_test"
+    return prompt
+
+
+@pytest.mark.comfyui
+@pytest.mark.parametrize("path", TOY_WORKFLOWS, ids=lambda p: p.stem)
+def test_toy_workflow_runs_to_its_animated_webps(comfy_server, live_info, path):
+    _require_toy_teacher()
     Image = pytest.importorskip("PIL.Image")
-    workflow = _toy()
-    save_id = str(_by_type(workflow, "SaveAnimatedWEBP")["id"])
-    prompt = ui_to_api(workflow, live_info)
-    entry = comfy_server.run(prompt, timeout=600)
+    workflow = load_workflow(path)
+    prompt = _short_run(ui_to_api(workflow, live_info))
+    entry = comfy_server.run(prompt, timeout=900)
     from comfy_harness import execution_error
 
     assert execution_error(entry) is None, f"{execution_error(entry)}\n{comfy_server.log()[-3000:]}"
-    outputs = entry["outputs"][save_id]
-    assert outputs.get("animated") == [True], outputs
-    (image,) = outputs["images"]
-    path = comfy_server.base_dir / "output" / image["subfolder"] / image["filename"]
-    assert image["type"] == "output" and path.suffix == ".webp" and path.exists(), image
-    with Image.open(path) as webp:
-        assert webp.format == "WEBP" and webp.is_animated and webp.n_frames == 9 and webp.size == (32, 32)
+    saves = [node for node in workflow["nodes"] if node["type"] in ("SaveAnimatedWEBP", "SaveImage")]
+    assert saves
+    for node in saves:
+        outputs = entry["outputs"][str(node["id"])]
+        (image,) = outputs["images"]
+        path_out = comfy_server.base_dir / "output" / image["subfolder"] / image["filename"]
+        assert image["type"] == "output" and path_out.exists(), image
+        if node["type"] == "SaveAnimatedWEBP":
+            assert outputs.get("animated") == [True], outputs
+            with Image.open(path_out) as webp:
+                assert webp.format == "WEBP" and webp.is_animated and webp.n_frames >= 9, path.name
 
 
 # ------------------------------------------------------------------ the real frontend (COMFYUI_PATH + Chromium)
@@ -407,18 +439,78 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.mark.comfyui
-@pytest.mark.browser
-def test_frontend_loads_each_workflow_and_queues_the_same_prompt(comfy_server, live_info):
+SCREENSHOTS = Path(os.environ.get("STRIDE_ARTIFACTS", REPO / "tests" / "artifacts")) / "screenshots"
+# nodes the frontend cannot draw (missing type) or flags with errors are what users see as red nodes
+_RED_NODES_JS = """() => window.app.graph._nodes
+    .filter(n => !window.LiteGraph.registered_node_types[n.type] || n.has_errors)
+    .map(n => `${n.id} ${n.type}`)"""
+
+
+def _open_frontend(playwright, comfy_server):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+    page = browser.new_page(viewport={"width": 1920, "height": 1080})
+    page.goto(comfy_server.url)
+    page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=120_000)
+    return browser, page
+
+
+def _show_pack_templates(page):
+    """Open the frontend's template dialog (sidebar button) and pick this pack's category."""
+    title = page.get_by_text("Get Started with a Template")
+    try:  # a fresh frontend opens the dialog by itself on first start
+        title.wait_for(state="visible", timeout=5_000)
+    except Exception:  # noqa: BLE001 - playwright's TimeoutError; then open it from the sidebar
+        page.locator("button.templates-tab-button").first.click()
+        title.wait_for(state="visible", timeout=30_000)
+    page.get_by_role("option", name=PACK_DIR_NAME).click()
+    page.wait_for_timeout(300)
+
+
+def _check_missing_models_dialog(page, path: Path):
+    """Toy workflows need no downloads; Wan workflows list exactly their model files with URLs."""
+    page.wait_for_timeout(1_000)
+    wanted = [model["name"] for node in load_workflow(path)["nodes"]
+              for model in node.get("properties", {}).get("models", [])]
+    dialog = page.locator(".p-dialog", has_text="Missing Models")
+    if not wanted:
+        assert dialog.count() == 0, f"{path.name} asks for downloads: {dialog.first.inner_text()[:300]}"
+        return
+    dialog.first.wait_for(state="visible", timeout=10_000)
+    text = dialog.first.inner_text()
+    assert all(name in text for name in wanted), f"{path.name}: missing-models dialog lacks {wanted}: {text[:400]}"
+    page.keyboard.press("Escape")
+    dialog.first.wait_for(state="hidden", timeout=10_000)
+
+
+def _require_browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (set CHROMIUM_PATH)")
+    return sync_api
+
+
+@pytest.mark.comfyui
+@pytest.mark.browser
+def test_frontend_lists_loads_each_workflow_and_queues_the_same_prompt(comfy_server, live_info):
+    sync_api = _require_browser()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        browser, page = _open_frontend(playwright, comfy_server)
         try:
-            page = browser.new_page()
-            page.goto(comfy_server.url)
-            page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=120_000)
+            # the templates dialog lists the pack under Custom Nodes; each card opens its workflow
+            for path in WORKFLOWS:
+                _show_pack_templates(page)
+                dialog = page.locator(".p-dialog").last
+                for other in WORKFLOWS:
+                    assert dialog.get_by_text(other.stem, exact=True).count() >= 1, f"{other.stem} not listed"
+                if path == WORKFLOWS[0]:
+                    page.screenshot(path=str(SCREENSHOTS / "templates_dialog.png"))
+                dialog.get_by_text(path.stem, exact=True).first.click()
+                expected_types = sorted(node["type"] for node in load_workflow(path)["nodes"])
+                page.wait_for_function("(types) => JSON.stringify(window.app.graph._nodes.map(n => n.type).sort()) "
+                                       "=== JSON.stringify(types)", arg=expected_types, timeout=60_000)
+                assert page.evaluate(_RED_NODES_JS) == [], f"{path.name}: red nodes after opening the template"
+                _check_missing_models_dialog(page, path)
             for path in WORKFLOWS:
                 workflow = load_workflow(path)
                 result = page.evaluate("""async (wf) => {
@@ -428,9 +520,54 @@ def test_frontend_loads_each_workflow_and_queues_the_same_prompt(comfy_server, l
                     return {unknown, output: prompt.output, workflow: prompt.workflow};
                 }""", workflow)
                 assert result["unknown"] == [], f"{path.name}: the frontend does not know {result['unknown']}"
+                assert page.evaluate(_RED_NODES_JS) == [], f"{path.name}: red nodes"
+                _check_missing_models_dialog(page, path)
                 assert result["output"] == ui_to_api(workflow, live_info), path.name
                 # what the frontend would save back is still a valid workflow with the same links
                 assert validate_workflow(result["workflow"], live_info) == [], path.name
                 assert result["workflow"]["links"] == workflow["links"], path.name
+                page.evaluate("() => { window.app.canvas.ds.scale = 0.7; window.app.canvas.ds.offset = [500, 40]; "
+                              "window.app.graph.setDirtyCanvas(true, true); }")
+                page.wait_for_timeout(800)
+                page.screenshot(path=str(SCREENSHOTS / f"{path.stem}.png"))
+                assert (SCREENSHOTS / f"{path.stem}.png").stat().st_size > 10_000
+        finally:
+            browser.close()
+
+
+@pytest.mark.comfyui
+@pytest.mark.browser
+def test_frontend_runs_the_toy_t2v_workflow_and_shows_its_animated_preview(comfy_server):
+    _require_toy_teacher()
+    sync_api = _require_browser()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    workflow = _toy()
+    save_id = _by_type(workflow, "SaveAnimatedWEBP")["id"]
+    with sync_api.sync_playwright() as playwright:
+        browser, page = _open_frontend(playwright, comfy_server)
+        try:
+            # open it from the template dialog and press Run, as a user would
+            _show_pack_templates(page)
+            page.locator(".p-dialog").last.get_by_text(TOY_T2V.stem, exact=True).first.click()
+            page.wait_for_function("(n) => window.app.graph._nodes.length === n", arg=len(workflow["nodes"]),
+                                   timeout=60_000)
+            _check_missing_models_dialog(page, TOY_T2V)
+            page.get_by_role("button", name="Run").first.click()
+            # the preview appears on the save node once the server reports its output
+            page.wait_for_function("""(id) => {
+                const node = window.app.graph.getNodeById(id);
+                return node && node.imgs && node.imgs.length > 0 && node.imgs[0].complete
+                    && node.imgs[0].naturalWidth > 0;
+            }""", arg=save_id, timeout=600_000)
+            src = page.evaluate("(id) => window.app.graph.getNodeById(id).imgs[0].src", save_id)
+            assert ".webp" in src and "type=output" in src, src
+            page.evaluate("""(id) => {  // centre the save node so the screenshot shows the preview
+                const node = window.app.graph.getNodeById(id), ds = window.app.canvas.ds;
+                ds.scale = 1.0;
+                ds.offset = [600 - node.pos[0], 200 - node.pos[1]];
+                window.app.graph.setDirtyCanvas(true, true);
+            }""", save_id)
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(SCREENSHOTS / "toy_t2v_preview.png"))
         finally:
             browser.close()
