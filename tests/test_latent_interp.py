@@ -343,3 +343,23 @@ def test_nodes_sample_and_interpolate_in_comfyui(comfy_server):
     error = execution_error(comfy_server.run(graph, timeout=300))
     assert error is not None and "odd number of latent frames" in error["exception_message"], error
     assert comfy_server.alive()
+
+
+def test_static_and_flat_channels_are_blended_and_do_not_bias_motion():
+    """A steep static ramp (the toy codec's coordinate channels) and a constant channel sit next to a
+    moving texture: motion compensation still recovers the translation, and the ramp and the
+    constant come out exactly as the blend (not shifted)."""
+    gen = torch.Generator().manual_seed(3)
+    texture = torch.nn.functional.interpolate(torch.randn(1, 2, 12, 12, generator=gen), size=(24, 24),
+                                              mode="bicubic", align_corners=False)
+    moving = torch.stack([torch.roll(texture, shifts=(0, 2 * k), dims=(2, 3)) for k in range(3)], dim=2)
+    ramp = 16 * torch.linspace(-1, 1, 24).expand(1, 1, 3, 24, 24)
+    constant = torch.stack([torch.full((1, 1, 24, 24), 5.0 * k) for k in range(3)], dim=2)
+    frames = torch.cat([moving, ramp, constant], dim=1)
+    middle = motion_compensated(frames[:, :, 0], frames[:, :, 2], 0.5)
+    interior = (slice(None), slice(None), slice(6, -6), slice(6, -6))
+    assert (middle - frames[:, :, 1])[interior].abs().max() < 1e-4
+    assert torch.equal(middle[:, 2], frames[:, 2, 1]) and torch.allclose(middle[:, 3], frames[:, 3, 1])
+    from trainer.interp.latent import trivial_channels
+
+    assert trivial_channels(frames[:, :, 0], frames[:, :, 2]).flatten().tolist() == [False, False, True, True]

@@ -50,7 +50,9 @@ def test_codec_is_lossless_and_has_wan_latent_shape():
     assert torch.allclose(codec.decode(latent), video, atol=1e-6)
     pad = latent[:, codec.DATA_CHANNELS:]
     assert torch.equal(pad[0], pad[1])  # the same coordinate pattern for every clip
-    assert torch.allclose(pad[0, 0, 3, 5], torch.linspace(-1, 1, 16)) and torch.allclose(pad[0, 2, :, 0, 0], torch.linspace(-1, 1, 9))
+    ramp = codec.COORD_AMPLITUDE * torch.linspace(-1, 1, 16)
+    assert torch.allclose(pad[0, 0, 3, 5], ramp) and torch.allclose(pad[0, 1, 3, :, 5], ramp)
+    assert torch.allclose(pad[0, 2, :, 0, 0], codec.COORD_AMPLITUDE * torch.linspace(-1, 1, 9))
     assert torch.all(pad[:, 3] == 0)
     # every second frame of the pattern is the pattern of a half-length clip
     assert torch.allclose(codec.encode(video[:, :, ::2])[:, codec.DATA_CHANNELS:], pad[:, :, ::2])

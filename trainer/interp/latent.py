@@ -131,6 +131,9 @@ def motion_compensated(start: torch.Tensor, end: torch.Tensor, t: float,
     ``motion_penalty * |d|^2``. Searching at the in-between location (not at ``start``'s) leaves no
     holes to fill: every output location gets its own displacement. Memory stays at a few frames
     per candidate; time grows with ``(2 * radius + 1) ** 2``.
+
+    Channels for which the blend is exact (``trivial_channels``) are blended, not warped, and are
+    left out of the match error.
     """
     if start.shape != end.shape or start.ndim != 4:
         raise ValueError(f"motion_compensated needs two [N, C, H, W] batches of equal shape, "
@@ -138,6 +141,9 @@ def motion_compensated(start: torch.Tensor, end: torch.Tensor, t: float,
     compute_dtype = torch.float32 if start.dtype in (torch.float16, torch.bfloat16) else start.dtype
     start, end = start.to(compute_dtype), end.to(compute_dtype)
     n, _, h, w = start.shape
+    static = trivial_channels(start, end)
+    match_weight = (~static).to(compute_dtype)
+    match_weight = match_weight / match_weight.sum(1, keepdim=True).clamp(min=1.0)
     base_grid = _pixel_grid(h, w, start)
     best_error = best = None
     log_weight_max = weight_sum = weighted = None
@@ -145,7 +151,7 @@ def motion_compensated(start: torch.Tensor, end: torch.Tensor, t: float,
         for dx in range(-search.radius, search.radius + 1):
             start_sample = _sample_shifted(start, base_grid, -t * dy, -t * dx)
             end_sample = _sample_shifted(end, base_grid, (1 - t) * dy, (1 - t) * dx)
-            error = (start_sample - end_sample).pow(2).mean(1, keepdim=True)
+            error = ((start_sample - end_sample).pow(2) * match_weight).sum(1, keepdim=True)
             if search.window > 1:
                 error = F.avg_pool2d(error, search.window, stride=1, padding=search.window // 2,
                                      count_include_pad=False)
@@ -168,7 +174,27 @@ def motion_compensated(start: torch.Tensor, end: torch.Tensor, t: float,
                     weight_sum = weight_sum * rescale + weight
                     weighted = weighted * rescale + weight * candidate
                     log_weight_max = new_max
-    return best if search.temperature == 0 else weighted / weight_sum
+    result = best if search.temperature == 0 else weighted / weight_sum
+    return torch.where(static, torch.lerp(start, end, t), result)
+
+
+def trivial_channels(start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """``[N, C, 1, 1]`` bool: channels whose interpolation is exactly the linear blend.
+
+    A channel identical in both frames, or spatially constant in each, carries no evidence about
+    the pair's motion, and its exact in-between is the blend. Such channels are left out of motion
+    matching and out of the learned interpolator's input: a static channel with a steep pattern
+    (the toy codec's coordinate ramps) would otherwise penalise every displacement and be shifted
+    itself. Real VAE latents have none, so nothing changes for them.
+    """
+    scale = 1.0 + torch.maximum(start.abs().amax(dim=(2, 3)), end.abs().amax(dim=(2, 3)))
+    tol = 1e-5 * scale
+    static = (start - end).abs().amax(dim=(2, 3)) <= tol
+
+    def flat(x):
+        return (x.amax(dim=(2, 3)) - x.amin(dim=(2, 3))) <= tol
+
+    return (static | (flat(start) & flat(end)))[:, :, None, None]
 
 
 def _pixel_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import atomic_save_safetensors
-from .latent import LATENT_INTERPOLATORS, check_video_latent, frame_pairs, interpolate_latent, weave
+from .latent import LATENT_INTERPOLATORS, check_video_latent, frame_pairs, interpolate_latent, trivial_channels, weave
 
 DEFAULT_WEIGHTS_PATH = Path(__file__).parent / "assets" / "toy_latent_interpolator.safetensors"
 FILE_KIND = "stride_latent_interpolator"
@@ -118,7 +118,10 @@ class LatentInterpolator(nn.Module):
         h, w = start.shape[-2:]
         multiple = self.arch.spatial_multiple
         pad_h, pad_w = (-h) % multiple, (-w) % multiple
-        pair = torch.cat([start, end], dim=1)
+        # channels whose exact in-between is the blend are blended and hidden from the network
+        trivial = trivial_channels(start, end)
+        blend = 0.5 * (start + end)
+        pair = torch.cat([start.masked_fill(trivial, 0.0), end.masked_fill(trivial, 0.0)], dim=1)
         if pad_h or pad_w:
             pair = F.pad(pair, (0, pad_w, 0, pad_h), mode="replicate")
         x = self.encoder[0](self.stem(pair))
@@ -129,7 +132,7 @@ class LatentInterpolator(nn.Module):
         for level, skip in zip(self.decoder, reversed(skips[:-1])):
             x = level(x, skip)
         correction = self.head(x)[..., :h, :w]
-        return 0.5 * (start + end) + correction
+        return torch.where(trivial, blend, blend + correction)
 
     def interpolate(self, latent: torch.Tensor, factor: int = 2) -> torch.Tensor:
         """``[B, C, F, H, W] -> [B, C, (F - 1) * factor + 1, H, W]``, originals kept; factor a power of 2.

@@ -40,7 +40,7 @@ class PretrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     cfg_dropout: float = 0.1
-    sigma_logit_mean: float = 0.0
+    sigma_logit_mean: float = 0.3  # more high-noise samples: where the prompt decides the layout
     sigma_logit_std: float = 1.0
     padding_loss_weight: float = 0.1
     seed: int = 0
