@@ -188,3 +188,14 @@ def test_atomic_writes_get_normal_file_permissions(tmp_path):
         os.umask(umask)
     for name in ("a.safetensors", "b.txt"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_step_generators_are_deterministic_and_streams_differ():
+    from trainer.seeding import step_generator
+
+    a = torch.randn(4, generator=step_generator(3, 10, 1))
+    assert torch.equal(a, torch.randn(4, generator=step_generator(3, 10, 1)))
+    assert not torch.equal(a, torch.randn(4, generator=step_generator(3, 10, 2)))
+    assert not torch.equal(a, torch.randn(4, generator=step_generator(3, 11, 1)))
+    with pytest.raises(ValueError, match="stream"):
+        step_generator(0, 0, 7)

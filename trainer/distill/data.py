@@ -16,11 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ..seeding import step_generator
 from ..toy import codec, domain, text
-
-
-def step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
 @dataclass

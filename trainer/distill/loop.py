@@ -28,7 +28,8 @@ from ..lora.inject import LoraSpec
 from ..methods import method_registry
 from ..methods.base import DistillBatch, MethodContext, NonFiniteLoss, StudentSchedule
 from .config import DistillConfig
-from .data import EmbeddingData, ToyData, step_generator, toy_latent_shape
+from ..seeding import step_generator
+from .data import EmbeddingData, ToyData, toy_latent_shape
 
 
 @dataclass

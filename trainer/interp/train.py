@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import atomic_torch_save, load_state
+from ..seeding import step_generator
 from ..config import add_dataclass_flags, config_to_dict, load_config
 from .latent import check_video_latent, odd_frame_mse
 from .model import INTERPOLATION_METHODS, InterpolatorArch, LatentFunction, LatentInterpolator, save_interpolator
@@ -175,10 +176,6 @@ def lr_at(cfg: InterpTrainConfig, step: int) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step * 7 + 1)
-
-
 class _StopFlag:
     def __init__(self):
         self.stop = False
@@ -241,7 +238,7 @@ def train_interpolator(cfg: InterpTrainConfig) -> dict:
         for step in range(start, cfg.steps):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(cfg, step)
-            generator = _step_generator(cfg.seed, step)
+            generator = step_generator(cfg.seed, step, 1)
             loss = interpolation_loss(model, source.training_batch(step, generator), generator, cfg.both_phases)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss at step {step}; last good state kept at {state_path}")

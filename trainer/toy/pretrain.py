@@ -24,6 +24,7 @@ import torch
 from .. import flow
 from ..backends.diffusers_wan import DiffusersWanDenoiser
 from ..checkpoint import atomic_torch_save, load_state
+from ..seeding import step_generator
 from . import codec, domain, text
 from .teacher import TeacherArch, arch_metadata, build_diffusers_wan, save_wan_file
 
@@ -67,15 +68,11 @@ class PretrainConfig:
         return TeacherArch(self.num_heads, self.num_layers, self.ffn_dim)
 
 
-def _step_generator(seed: int, step: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step * 7 + stream)
-
-
 def training_batch(cfg: PretrainConfig, step: int):
     """Everything random about step `step`: clean latents, noise, sigmas, context, dropout."""
     videos, attrs = domain.make_batch(cfg.batch_size, seed=cfg.seed * 1_000_003 + step)
     x0 = codec.encode(videos)
-    gen = _step_generator(cfg.seed, step, 1)
+    gen = step_generator(cfg.seed, step, 1)
     noise = torch.randn(x0.shape, generator=gen)
     sigma = torch.sigmoid(cfg.sigma_logit_mean + cfg.sigma_logit_std * torch.randn(cfg.batch_size, generator=gen))
     context = text.encode_prompts([a.prompt for a in attrs])
