@@ -199,3 +199,28 @@ def test_step_generators_are_deterministic_and_streams_differ():
     assert not torch.equal(a, torch.randn(4, generator=step_generator(3, 11, 1)))
     with pytest.raises(ValueError, match="stream"):
         step_generator(0, 0, 7)
+
+
+def test_model_card_sums_wall_clock_over_resumes_and_lists_metrics(tmp_path):
+    import json
+
+    from trainer.toy import card
+    from trainer.toy.teacher import TeacherArch, arch_metadata, build_diffusers_wan, save_wan_file
+
+    weights = tmp_path / "teacher.safetensors"
+    arch = TeacherArch(1, 1, 128)
+    save_wan_file(build_diffusers_wan(arch), weights, {"stride.steps": "700",
+                                                        **{f"stride.arch.{k}": v for k, v in arch_metadata(arch).items()}})
+    val = {"true": 0.1, "swap_direction": 0.12, "swap_speed": 0.11, "null": 0.2}
+    log_a, log_b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    # run a: two process segments (100 -> 200 s, then restarted: 50 s); run b: one segment of 30 s
+    log_a.write_text("\n".join(json.dumps({"step": s, "elapsed_s": e, "val": val}) for s, e in
+                               [(100, 100.0), (200, 200.0), (300, 50.0)]))
+    log_b.write_text(json.dumps({"step": 400, "elapsed_s": 30.0, "val": val}))
+    assert card.logged_seconds(card.read_log(log_a)) == 250.0
+    evaluation = tmp_path / "eval.json"
+    evaluation.write_text(json.dumps({"rows": [{"name": "teacher_50_cfg", "nfe": 100, "fd": 1.2345, "prompt_acc": 0.97}]}))
+    text = card.model_card(weights, [log_a, log_b], evaluation, "python -m trainer toy pretrain")
+    assert "training steps: 700" in text and "0.08 h over 2 run(s)" in text  # 280 s
+    assert "| teacher_50_cfg | 100 |" in text and "1.234" in text and "0.970" in text
+    assert "| 0.1000 | 0.1200 | 0.1100 | 0.2000 |" in text

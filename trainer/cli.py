@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None)
     add_dataclass_flags(p, PretrainConfig)
     p.set_defaults(func=_toy_export)
+    from .toy import card
+
+    p = toy_sub.add_parser("card", help="write the teacher's model card (steps, wall-clock, metrics)")
+    card.add_arguments(p)
+    p.set_defaults(func=card.run)
     _add_bench_parsers(sub)
     from .distill import job
     from .eval import evaluate
