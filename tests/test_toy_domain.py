@@ -224,3 +224,25 @@ def test_model_card_sums_wall_clock_over_resumes_and_lists_metrics(tmp_path):
     assert "training steps: 700" in text and "0.08 h over 2 run(s)" in text  # 280 s
     assert "| teacher_50_cfg | 100 |" in text and "1.234" in text and "0.970" in text
     assert "| 0.1000 | 0.1200 | 0.1100 | 0.2000 |" in text
+
+
+def test_probe_reports_zero_gaps_for_a_teacher_that_cannot_read_text(tmp_path):
+    from trainer.checkpoint import atomic_torch_save
+    from trainer.toy.pretrain import probe
+    from trainer.toy.teacher import TeacherArch, arch_metadata, build_diffusers_wan
+
+    arch = TeacherArch(1, 1, 128)
+    torch.manual_seed(0)
+    model = build_diffusers_wan(arch)
+    for p in model.blocks[0].attn2.to_out.parameters():  # the only path from text to video tokens
+        torch.nn.init.zeros_(p)
+    state = tmp_path / "state.pt"
+    atomic_torch_save({"model": model.state_dict(), "ema": model.state_dict(), "step": 5,
+                       "arch": arch_metadata(arch)}, state)
+    deaf = probe(state, n=8)
+    assert deaf["step"] == 5
+    assert all(abs(v) < 1e-6 for band in ("high_noise", "mid_noise") for k, v in deaf[band].items() if k.startswith("gap"))
+    torch.manual_seed(0)
+    atomic_torch_save({"model": build_diffusers_wan(arch).state_dict(), "step": 5, "arch": arch_metadata(arch)}, state)
+    hearing = probe(state, n=8)
+    assert abs(hearing["high_noise"]["gap_null"]) > 1e-6  # a random model's output does depend on the prompt

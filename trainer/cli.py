@@ -27,6 +27,15 @@ def _toy_export(args):
     return 0
 
 
+def _toy_probe(args):
+    import json
+
+    from .toy.pretrain import probe
+
+    print(json.dumps(probe(args.path, args.weights), indent=2))
+    return 0
+
+
 # bench name -> module with add_arguments(parser) and run(args) -> int
 BENCHES = {
     "schedules": "schedules",
@@ -87,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None)
     add_dataclass_flags(p, PretrainConfig)
     p.set_defaults(func=_toy_export)
+    p = toy_sub.add_parser("probe", help="does the teacher use its prompt's words? loss gaps with words swapped")
+    p.add_argument("path", type=Path, help="a pretraining state.pt or a compact teacher file")
+    p.add_argument("--weights", choices=("model", "ema"), default="model", help="which weights of a state.pt")
+    p.set_defaults(func=_toy_probe)
     from .toy import card
 
     p = toy_sub.add_parser("card", help="write the teacher's model card (steps, wall-clock, metrics)")

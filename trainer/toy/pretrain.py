@@ -102,13 +102,14 @@ _SWAP = {"left": "right", "right": "left", "up": "down", "down": "up", "slowly":
 
 
 @torch.no_grad()
-def validation_losses(model, cfg: PretrainConfig, n: int = 32) -> dict[str, float]:
-    """EMA loss on held-out clips with the true prompt, motion words swapped, and no prompt."""
-    videos, attrs = domain.make_batch(n, seed=987_654_321)
+def validation_losses(model, cfg: PretrainConfig, n: int = 32, sigma_range: tuple[float, float] = (0.3, 0.95),
+                      seed: int = 987_654_321) -> dict[str, float]:
+    """Loss on held-out clips with the true prompt, motion words swapped, and no prompt."""
+    videos, attrs = domain.make_batch(n, seed=seed)
     x0 = codec.encode(videos)
     gen = torch.Generator().manual_seed(4242)
     noise = torch.randn(x0.shape, generator=gen)
-    sigma = torch.linspace(0.3, 0.95, n)
+    sigma = torch.linspace(*sigma_range, n)
     variants = {
         "true": [a.prompt for a in attrs],
         "swap_direction": [a.prompt.replace(a.direction, _SWAP[a.direction]) for a in attrs],
@@ -245,3 +246,31 @@ def export(cfg: PretrainConfig, out_path: Path) -> Path:
     meta = {"stride.kind": "toy_wan_teacher", "stride.steps": str(state["step"]), **{f"stride.arch.{k}": v for k, v in arch_metadata(cfg.arch).items()}}
     save_wan_file(model, out_path, meta)
     return out_path
+
+
+def probe(path: Path, weights: str = "model", n: int = 48) -> dict[str, dict[str, float]]:
+    """How much the prompt's words matter to a teacher: the flow loss on held-out clips with the
+    true prompt, and how much it rises with the direction or speed word swapped or no prompt, at
+    high noise (sigma 0.85-0.97, where the prompt decides the layout) and mid noise (0.6-0.85).
+
+    ``path``: a pretraining ``state.pt`` (``weights`` picks "model" or "ema") or a compact file."""
+    from .teacher import load_teacher_any
+
+    path = Path(path)
+    if path.suffix == ".pt":
+        state = load_state(path)
+        if state is None:
+            raise FileNotFoundError(f"no pretraining state at {path}")
+        arch = TeacherArch(**{k: int(v) for k, v in state["arch"].items()})
+        model = build_diffusers_wan(arch)
+        model.load_state_dict(state[weights])
+        step = state["step"]
+    else:
+        model, step = load_teacher_any(path), None
+    model.eval()
+    cfg = PretrainConfig()
+    out = {"step": step}
+    for name, band in {"high_noise": (0.85, 0.97), "mid_noise": (0.6, 0.85)}.items():
+        losses = validation_losses(model, cfg, n, band, seed=55_555)
+        out[name] = {"true": losses["true"], **{f"gap_{k}": losses[k] - losses["true"] for k in losses if k != "true"}}
+    return out
