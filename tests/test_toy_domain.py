@@ -246,3 +246,23 @@ def test_probe_reports_zero_gaps_for_a_teacher_that_cannot_read_text(tmp_path):
     atomic_torch_save({"model": build_diffusers_wan(arch).state_dict(), "step": 5, "arch": arch_metadata(arch)}, state)
     hearing = probe(state, n=8)
     assert abs(hearing["high_noise"]["gap_null"]) > 1e-6  # a random model's output does depend on the prompt
+
+
+def test_motion_curriculum_narrows_then_widens_to_the_full_domain():
+    from trainer.toy.pretrain import PretrainConfig, domain_at
+
+    cfg = PretrainConfig(curriculum_from=100, curriculum_steps=200, curriculum_spread=0.2, curriculum_jitter=1.0)
+    assert domain_at(cfg, 99) == domain.DomainConfig()  # before: the full domain (past steps unchanged)
+    start, middle, end = domain_at(cfg, 100), domain_at(cfg, 200), domain_at(cfg, 300)
+    assert (start.cross_spread, start.start_jitter_px) == (0.2, 1.0)
+    assert abs(middle.cross_spread - 0.6) < 1e-9 and abs(middle.start_jitter_px - 3.5) < 1e-9
+    assert end == domain.DomainConfig()
+    # a narrow stage really puts every object on the midline across its motion
+    attrs = domain.ClipAttributes("square", "red", "left", "slowly")
+    narrow = domain.DomainConfig(cross_spread=0.0)
+    for seed in range(3):
+        clip = domain.render_clip(attrs, seed, narrow)
+        ys = torch.nonzero((clip[0, 0] - clip[1, 0]) > 0.4)[:, 0].float()  # red pixels' rows in frame 0
+        assert abs(ys.mean().item() - 15.5) < 1.0
+    with pytest.raises(ValueError, match="cross_spread"):
+        domain.DomainConfig(cross_spread=1.5)

@@ -51,6 +51,9 @@ class DomainConfig:
     speed_px: dict = field(default_factory=lambda: {"slowly": 2.0, "quickly": 4.0})
     start: str = "directional"  # "directional" (teacher data) or "uniform" (classifier data)
     start_jitter_px: float = 6.0
+    # how much of the free range the coordinate across the motion spans (1: all of it; small values
+    # put every object on the midline, a curriculum that makes the prompt decide almost everything)
+    cross_spread: float = 1.0
     occlusion_prob: float = 0.15
 
     def __post_init__(self):
@@ -58,6 +61,8 @@ class DomainConfig:
             raise ValueError("the toy domain needs at least 2 frames of 16 x 16 pixels")
         if self.height % 2 or self.width % 2:
             raise ValueError("height and width must be even (2x2 pixel unshuffle)")
+        if not 0.0 <= self.cross_spread <= 1.0:
+            raise ValueError(f"cross_spread must be in [0, 1], got {self.cross_spread}")
         if self.start not in ("directional", "uniform"):
             raise ValueError(f"start must be 'directional' or 'uniform', got {self.start!r}")
 
@@ -179,8 +184,8 @@ def render_clip(attrs: ClipAttributes, seed: int, cfg: DomainConfig = DomainConf
         near = margin + uniform(0.0, cfg.start_jitter_px)
         along_x = w - near if dir_x < 0 else near
         along_y = h - near if dir_y < 0 else near
-        cx = along_x if dir_x != 0 else uniform(margin, w - margin)
-        cy = along_y if dir_y != 0 else uniform(margin, h - margin)
+        cx = along_x if dir_x != 0 else w / 2 + cfg.cross_spread * (uniform(margin, w - margin) - w / 2)
+        cy = along_y if dir_y != 0 else h / 2 + cfg.cross_spread * (uniform(margin, h - margin) - h / 2)
     else:
         cx, cy = uniform(margin, w - margin), uniform(margin, h - margin)
     xs_traj = _trajectory(cx, dir_x * speed, f, margin - 0.5, w - margin + 0.5)
