@@ -70,24 +70,6 @@ def loss_graph_image(history: list[dict], keys=("dmd", "critic_loss", "reg", "lo
     return torch.from_numpy(canvas).float().div(255)[None]
 
 
-class _GraphData:
-    """The distillation data of one node run: the graph's prompts (cycled) and optional real latents."""
-
-    def __init__(self, context, negative, real, latent_shape, seed):
-        self.context, self.negative, self.real = context, negative, real
-        self.latent_shape, self.seed = latent_shape, seed
-
-    def batch(self, step: int):
-        from ..trainer.distill.data import StepData, step_generator
-
-        gen = step_generator(self.seed, step)
-        i = int(torch.randint(self.context.shape[0], (), generator=gen))
-        real = None
-        if self.real is not None:
-            real = self.real[int(torch.randint(self.real.shape[0], (), generator=gen))][None]
-        return StepData(self.context[i:i + 1], self.negative[i:i + 1], real, self.latent_shape)
-
-
 class StrideDistillLoRA(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -102,7 +84,8 @@ class StrideDistillLoRA(io.ComfyNode):
                 io.Model.Input("model"),
                 io.Conditioning.Input("positive", tooltip="the training prompts (a batch of prompts)"),
                 io.Conditioning.Input("negative", tooltip="the teacher's CFG negative: one, or one per prompt"),
-                io.Latent.Input("latent", tooltip="an empty video latent: its shape is what the student generates"),
+                io.Latent.Input("latent", tooltip="an empty video latent: its shape is what the student generates, "
+                                "its batch size the training batch"),
                 io.Combo.Input("method", options=sorted(method_registry()), default="adv"),
                 io.String.Input("student_steps", default="1000,900,757,522"),
                 io.Float.Input("shift", default=5.0, min=0.01, max=100.0, step=0.01),
@@ -112,7 +95,9 @@ class StrideDistillLoRA(io.ComfyNode):
                 io.Float.Input("teacher_cfg", default=5.0, min=1.0, max=20.0, step=0.1),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
                 io.String.Input("save_name", default="stride_student"),
-                io.Latent.Input("real_latents", optional=True, tooltip="clean latents of real videos (regression)"),
+                io.Latent.Input("real_latents", optional=True,
+                                tooltip="clean latents of real videos (regression); one per prompt keeps them paired "
+                                "with the prompts, any other count is used unconditionally"),
             ],
             outputs=[io.Model.Output(display_name="student"), io.LoraModel.Output(display_name="lora"),
                      io.Image.Output(display_name="loss_graph")],
@@ -127,6 +112,7 @@ class StrideDistillLoRA(io.ComfyNode):
 
         from ..trainer.backends.comfy import ComfyLoraBackend
         from ..trainer.distill.config import DistillConfig
+        from ..trainer.distill.data import EmbeddingData
         from ..trainer.distill.loop import distill, export_student
         from ..trainer.lora.inject import LoraSpec
         from ..trainer.methods.adv import AdvConfig
@@ -162,7 +148,7 @@ class StrideDistillLoRA(io.ComfyNode):
         with torch.inference_mode(False):
             adv = AdvConfig(generator_lr=learning_rate, critic_lr=learning_rate, generator_every=2,
                             teacher_cfg=teacher_cfg, adaptive_regression=real is not None)
-            cfg = DistillConfig(method=method, name=save_name, steps=iterations, batch_size=1, seed=seed,
+            cfg = DistillConfig(method=method, name=save_name, steps=iterations, batch_size=samples.shape[0], seed=seed,
                                 student_step_list=step_list, shift=shift, lora_rank=rank, lora_alpha=float(rank),
                                 critic_rank=rank, state_dir=state_dir, out=loras_dir, checkpoint_every=max(1, min(50, iterations // 4)),
                                 eval_repeats=0, progress=False, adv=adv)
@@ -170,8 +156,8 @@ class StrideDistillLoRA(io.ComfyNode):
             try:
                 backend = ComfyLoraBackend(model, LoraSpec(rank=rank, alpha=float(rank)),
                                            LoraSpec(rank=rank, alpha=float(rank)))
-                data = _GraphData(context.clone(), negative_t.clone(), None if real is None else real.clone(),
-                                  (1, *samples.shape[1:]), seed)
+                data = EmbeddingData(context.clone(), negative_t.clone(), samples.shape[0], seed, tuple(samples.shape),
+                                     None if real is None else real.clone())
                 progress = _NodeProgress(iterations)
                 outcome = distill(cfg, stop_check=progress.stop_requested, on_step=progress, backend=backend, data=data)
                 if outcome.stopped_early:  # Cancel: the state of the last finished step is saved

@@ -79,19 +79,26 @@ def test_export_writes_comfy_keys_and_metadata(tmp_path, tiny_teacher):
 
 
 def test_nan_stops_with_a_diagnostic_and_keeps_the_last_good_state(tmp_path, tiny_teacher):
-    context = torch.randn(3, 4, 4096)
-    save_file({"context": context}, str(tmp_path / "emb.safetensors"))
-    latents = torch.randn(3, 16, 3, 8, 8)
-    latents[1:] = float("nan")  # a corrupt latent file: only the first clip is clean
-    save_file({"latents": latents}, str(tmp_path / "lat.safetensors"))
-    cfg = tiny_config(tmp_path, tiny_teacher, embeddings=tmp_path / "emb.safetensors",
-                      real_latents=tmp_path / "lat.safetensors", steps=20, checkpoint_every=1,
+    from trainer.distill.data import EmbeddingData
+
+    class CorruptFromStep3(EmbeddingData):
+        """Real latents turn NaN from step 3 on (a corrupt file met mid-run)."""
+
+        def batch(self, step):
+            data = super().batch(step)
+            if step >= 3:
+                data.real_latents = torch.full_like(data.real_latents, float("nan"))
+            return data
+
+    cfg = tiny_config(tmp_path, tiny_teacher, steps=20, checkpoint_every=1,
                       adv=AdvConfig(generator_lr=1e-3, critic_lr=1e-3, generator_every=1))
+    data = CorruptFromStep3(torch.randn(3, 4, 4096), None, cfg.batch_size, 0, (cfg.batch_size, 16, 3, 8, 8),
+                            torch.randn(3, 16, 3, 8, 8))
     with pytest.raises(NonFiniteLoss, match="last good state"):
-        distill(cfg)
+        distill(cfg, data=data)
     state = torch.load(tmp_path / "state" / "state.pt", weights_only=False)
-    good = {k: v for k, v in state["adapters"].items()}
-    assert all(torch.isfinite(v).all() for v in good.values())
+    assert state["step"] == 3  # steps 0-2 finished and were saved; step 3 stopped the run
+    assert all(torch.isfinite(v).all() for v in state["adapters"].values())
 
 
 def test_bad_config_is_a_clear_error(tmp_path, tiny_teacher):
@@ -139,3 +146,26 @@ def test_bench_distill_rows_share_the_sampling_bench_keys(tmp_path, tiny_teacher
     assert {"speedup_teacher_4", "speedup_adv", "speedup_gpd"} <= set(result["ratios"])
     assert result["clips_per_row"] == 6
     assert set(result["train_seconds"]) == {"adv", "gpd"}
+
+
+def test_real_latents_pair_with_prompts_only_one_to_one():
+    import torch
+
+    from trainer.distill.data import EmbeddingData
+
+    context = torch.arange(3.0)[:, None, None].expand(3, 2, 8).clone()  # prompt i is filled with i
+    negative = torch.zeros(1, 2, 8)
+    real = torch.arange(3.0)[:, None, None, None, None].expand(3, 4, 2, 2, 2).clone()  # video i filled with i
+    paired = EmbeddingData(context, negative, 5, 0, (5, 4, 2, 2, 2), real)
+    for step in range(4):
+        batch = paired.batch(step)
+        assert batch.real_paired
+        assert torch.equal(batch.context[:, 0, 0], batch.real_latents[:, 0, 0, 0, 0])  # video i with prompt i
+    unpaired = EmbeddingData(context, negative, 5, 0, (5, 4, 2, 2, 2), real[:2])
+    assert not unpaired.batch(0).real_paired
+
+    from trainer.methods.base import DistillBatch
+
+    b = DistillBatch(context, torch.zeros_like(context), (3, 4, 2, 2, 2), real, real_paired=False)
+    assert torch.equal(b.real_context, b.negative)  # conditional terms see unpaired videos with the negative
+    assert torch.equal(DistillBatch(context, torch.zeros_like(context), (3, 4, 2, 2, 2), real).real_context, context)

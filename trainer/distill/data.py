@@ -26,6 +26,7 @@ class StepData:
     negative: torch.Tensor
     real_latents: torch.Tensor | None
     latent_shape: tuple[int, ...]
+    real_paired: bool = True  # real_latents[i] shows prompt context[i]
 
 
 class ToyData:
@@ -57,20 +58,31 @@ def load_latents(path: Path) -> torch.Tensor:
 
 
 class EmbeddingData:
-    def __init__(self, embeddings: Path, batch_size: int, seed: int, latent_shape: tuple[int, ...],
-                 real_latents: Path | None = None):
+    """Precomputed prompt embeddings (and optional real latents), drawn at random each step.
+
+    Used by ``--embeddings`` files (``from_files``) and by the ComfyUI node (the graph's
+    conditioning). Real latents given one per prompt are kept paired with their prompts."""
+
+    def __init__(self, context: torch.Tensor, negative: torch.Tensor | None, batch_size: int, seed: int,
+                 latent_shape: tuple[int, ...], real: torch.Tensor | None = None):
+        self.context = context.float()
+        if self.context.ndim != 3 or self.context.shape[0] == 0:
+            raise ValueError(f"context must be [N >= 1, tokens, dim], got {tuple(self.context.shape)}")
+        self.negative = negative
+        if self.negative is not None and self.negative.shape[1:] != self.context.shape[1:]:
+            raise ValueError(f"negative {tuple(self.negative.shape)} does not match context {tuple(self.context.shape)}")
+        self.real = real
+        self.batch_size, self.seed = batch_size, seed
+        self.latent_shape = (batch_size, *(self.real.shape[1:] if self.real is not None else latent_shape[1:]))
+
+    @classmethod
+    def from_files(cls, embeddings: Path, batch_size: int, seed: int, latent_shape: tuple[int, ...],
+                   real_latents: Path | None = None) -> "EmbeddingData":
         data = load_file(str(embeddings))
         if "context" not in data:
             raise ValueError(f"{embeddings} has no 'context' tensor (keys: {sorted(data)})")
-        self.context = data["context"].float()
-        if self.context.ndim != 3 or self.context.shape[0] == 0:
-            raise ValueError(f"context must be [N >= 1, tokens, dim], got {tuple(self.context.shape)}")
-        self.negative = data.get("negative")
-        if self.negative is not None and self.negative.shape[1:] != self.context.shape[1:]:
-            raise ValueError(f"negative {tuple(self.negative.shape)} does not match context {tuple(self.context.shape)}")
-        self.real = load_latents(real_latents) if real_latents else None
-        self.batch_size, self.seed = batch_size, seed
-        self.latent_shape = (batch_size, *(self.real.shape[1:] if self.real is not None else latent_shape[1:]))
+        real = load_latents(real_latents) if real_latents else None
+        return cls(data["context"], data.get("negative"), batch_size, seed, latent_shape, real)
 
     def batch(self, step: int) -> StepData:
         gen = step_generator(self.seed, step)
@@ -80,8 +92,15 @@ class EmbeddingData:
                     else self.negative[idx] if self.negative is not None else torch.zeros_like(context))
         real = None
         if self.real is not None:
-            real = self.real[torch.randint(self.real.shape[0], (self.batch_size,), generator=gen)]
-        return StepData(context, negative, real, self.latent_shape)
+            # one real latent per prompt: keep the pairs; otherwise an independent draw, unpaired
+            real_idx = idx if self.paired else torch.randint(self.real.shape[0], (self.batch_size,), generator=gen)
+            real = self.real[real_idx]
+        return StepData(context, negative, real, self.latent_shape, self.paired)
+
+    @property
+    def paired(self) -> bool:
+        """Real latents count as captioned by the prompts when there is exactly one per prompt."""
+        return self.real is not None and self.real.shape[0] == self.context.shape[0]
 
 
 def toy_latent_shape(batch_size: int) -> tuple[int, ...]:

@@ -104,7 +104,7 @@ def build_data(cfg: DistillConfig, rank: int):
             raise ValueError("real_latents needs embeddings for its prompts; without embeddings the toy domain is used")
         return ToyData(cfg.batch_size, seed)
     shape = (cfg.batch_size, 16, cfg.latent_frames, cfg.latent_height, cfg.latent_width)
-    return EmbeddingData(cfg.embeddings, cfg.batch_size, seed, shape, cfg.real_latents)
+    return EmbeddingData.from_files(cfg.embeddings, cfg.batch_size, seed, shape, cfg.real_latents)
 
 
 def adapter_state(backend: WanLoraBackend) -> dict[str, torch.Tensor]:
@@ -199,7 +199,8 @@ def distill(cfg: DistillConfig, stop_check=None, on_step=None, backend=None, dat
             batch = DistillBatch(step_data.context.to(device), step_data.negative.to(device),
                                  step_data.latent_shape,
                                  None if step_data.real_latents is None else step_data.real_latents.to(device),
-                                 step_generator(cfg.seed + 1000 * dist.rank, step + 1_000_000))
+                                 step_generator(cfg.seed + 1000 * dist.rank, step + 1_000_000),
+                                 real_paired=step_data.real_paired)
             try:
                 metrics = method.train_step(batch, step)
                 bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}

@@ -164,7 +164,7 @@ class AdvMethod(DistillMethod):
         k = int(torch.randint(self.schedule.steps, (), generator=batch.generator))
         sigma = self.schedule.sigmas[k].to(device).expand(real.shape[0])
         noise = randn(real.shape, batch.generator, device)
-        pred_v = self.backend.predict_velocity(flow.add_noise(real, noise, sigma), sigma, batch.context, STUDENT)
+        pred_v = self.backend.predict_velocity(flow.add_noise(real, noise, sigma), sigma, batch.real_context, STUDENT)
         loss_map = (pred_v - flow.velocity_target(real, noise)).pow(2).mean(1)  # [B, F, H, W]
         ema = self.regression_ema[k]
         current = float(loss_map.detach().mean())

@@ -74,9 +74,10 @@ class Avdm2Config:
             raise ValueError(f"feature_blocks must be non-negative block indices, got {self.feature_blocks}")
 
 
-# conditioning the discriminator sees: "prompt" when real latents are paired with the batch's
-# prompts (the toy domain), "negative" (the empty prompt) when they are not (--real-latents files)
-DISCRIMINATOR_CONTEXTS = {"prompt": lambda batch: batch.context, "negative": lambda batch: batch.negative}
+# conditioning the discriminator sees: "prompt" uses the batch's prompts where real latents are
+# paired with them (the toy domain, or one real latent per prompt) and the negative where they are
+# not; "negative" (the empty prompt) always
+DISCRIMINATOR_CONTEXTS = {"prompt": lambda batch: batch.real_context, "negative": lambda batch: batch.negative}
 
 
 def default_feature_blocks(num_blocks: int) -> tuple[int, ...]:

@@ -30,6 +30,14 @@ class DistillBatch:
     latent_shape: tuple[int, ...]  # [B, C, F, H, W] of the videos the student generates
     real_latents: torch.Tensor | None = None  # clean real latents for regression / adversarial terms
     generator: torch.Generator | None = None  # all randomness of this step
+    # True when real_latents[i] is a video of prompt context[i] (the toy domain, or real latents given
+    # one per prompt); False: unpaired real videos, which conditional terms must see with `negative`
+    real_paired: bool = True
+
+    @property
+    def real_context(self) -> torch.Tensor:
+        """The conditioning that belongs with ``real_latents``: the prompts if paired, else the negative."""
+        return self.context if self.real_paired else self.negative
 
 
 @dataclass(frozen=True)
