@@ -286,3 +286,41 @@ def test_report_writes_self_contained_html_and_json(tmp_path):
     assert attrs[0].prompt in text and "Toy &lt;eval&gt;" in text and "a &amp; b" in text
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["rows"] == rows and saved["directions"]["fd"] == "lower"
+
+
+def test_eval_scores_a_lora_with_its_own_schedule_and_a_custom_setup(tmp_path):
+    from trainer.eval.evaluate import EvalConfig, run_eval
+    from trainer.lora.export import write_stride_lora
+    from trainer.toy.teacher import TeacherArch, build_diffusers_wan, save_wan_file
+
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher.safetensors"
+    save_wan_file(build_diffusers_wan(TeacherArch(1, 1, 128)), teacher, dtype=torch.float32)
+
+    def lora(name, scale):
+        gen = torch.Generator().manual_seed(1)
+        path = tmp_path / f"{name}.safetensors"
+        write_stride_lora({"diffusion_model.blocks.0.ffn.0.lora_down.weight": torch.randn(4, 128, generator=gen),
+                           "diffusion_model.blocks.0.ffn.0.lora_up.weight": scale * torch.randn(128, 4, generator=gen),
+                           "diffusion_model.blocks.0.ffn.0.alpha": torch.tensor(4.0)}, path,
+                          {"method": "adv", "student_step_list": [1000, 800, 500], "shift": 3.0,
+                           "teacher_fingerprint": "x"})
+        return path
+
+    common = dict(teacher=teacher, max_clips=4, batch_size=4, bf16=False, seed=7)
+    custom = dict(custom_steps=2, custom_sampler="stride_flow", custom_order=1)
+
+    def rows(**kw):
+        result = run_eval(EvalConfig(out=tmp_path / "out", **common, **kw))
+        return {row["name"]: row for row in result["rows"]}
+
+    plain = rows(**custom)
+    zero = rows(lora=lora("zero", 0.0), setups=["student"], **custom)
+    strong = rows(lora=lora("strong", 1.0), setups=["student"], **custom)
+    # the LoRA's own setup: its 3-step list, no CFG
+    assert zero["student"]["nfe"] == 3 and "custom" in zero and "student" not in plain
+    assert zero["custom"]["fd"] == pytest.approx(plain["custom"]["fd"], abs=1e-6)  # a zero LoRA changes nothing
+    assert strong["custom"]["fd"] != pytest.approx(plain["custom"]["fd"], abs=1e-6)  # a real one does
+    assert (tmp_path / "out" / "report.html").exists()
+    with pytest.raises(ValueError, match="needs --lora"):
+        run_eval(EvalConfig(out=tmp_path / "out", setups=["student"], **common))

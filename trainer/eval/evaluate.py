@@ -32,8 +32,19 @@ PRESET_SETUPS = {
 @dataclass
 class EvalConfig:
     teacher: Path | None = None  # shipped teacher by default; a .safetensors file or a pretraining state.pt
-    setups: list[str] | None = None  # names from PRESET_SETUPS (default: all)
+    lora: Path | None = None  # a Stride LoRA (ComfyUI keys) applied to the teacher for every setup below
+    setups: list[str] | None = None  # names from PRESET_SETUPS (default: all; with --lora: "student")
+    # a custom setup, added when custom_steps > 0 (any sampler, schedule, step count and CFG)
+    custom_name: str = "custom"
+    custom_steps: int = 0
+    custom_cfg: float = 1.0
+    custom_sampler: str = "stride_consistency"
+    custom_order: int = 0  # stride_flow's order (1 or 2); 0 leaves the sampler's default
+    custom_schedule: str = "shifted"  # shifted | student | token
+    custom_shift: float = 3.0
+    custom_step_list: str = ""  # for schedule "student": e.g. 1000,900,757,522
     repeats: int = 1  # evaluation clips = 96 attribute combinations x repeats
+    max_clips: int = 0  # > 0: only the first max_clips clips (quick checks)
     seed: int = 1234
     batch_size: int = 32
     bf16: bool = True  # bf16 autocast for the teacher on the CPU (the dtype it was trained in)
@@ -72,23 +83,67 @@ def evaluate_setups(denoiser, setups: list[SamplingSetup], eval_set: EvalSet, ba
     return rows, samples
 
 
+def lora_student_setup(path: Path, name: str = "student") -> SamplingSetup:
+    """How the LoRA's training says to sample it: its step list and shift, no CFG, its method's sampler."""
+    from ..lora.export import read_stride_metadata
+    from ..methods import method_registry
+
+    meta = read_stride_metadata(path)
+    if meta["method"] not in method_registry():
+        raise ValueError(f"{path}: trained with unknown method {meta['method']!r}")
+    sampler, options = method_registry()[meta["method"]].student_sampler
+    steps = tuple(meta["student_step_list"])
+    return SamplingSetup(name, steps=len(steps), cfg=1.0, sampler=sampler, sampler_options=dict(options),
+                         schedule="student", step_list=steps, shift=meta["shift"])
+
+
+def custom_setup(cfg: EvalConfig) -> SamplingSetup:
+    from ..sampling.schedules import parse_step_list
+
+    step_list = tuple(parse_step_list(cfg.custom_step_list)) if cfg.custom_step_list else ()
+    options = {"order": cfg.custom_order} if cfg.custom_order else {}
+    return SamplingSetup(cfg.custom_name, steps=cfg.custom_steps, cfg=cfg.custom_cfg, sampler=cfg.custom_sampler,
+                         sampler_options=options, schedule=cfg.custom_schedule, shift=cfg.custom_shift,
+                         step_list=step_list)
+
+
+def setups_for(cfg: EvalConfig) -> list[SamplingSetup]:
+    """The presets named in ``setups`` ("student" = the LoRA's own), plus the custom setup if asked for."""
+    default = (["student"] if cfg.lora else list(PRESET_SETUPS)) if cfg.custom_steps <= 0 else []
+    names = cfg.setups if cfg.setups is not None else default
+    known = [*PRESET_SETUPS, *(["student"] if cfg.lora else [])]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown setups {unknown}; known: {', '.join(known)}"
+                         + ("" if cfg.lora else " ('student' needs --lora)"))
+    setups = [lora_student_setup(Path(cfg.lora)) if n == "student" else PRESET_SETUPS[n] for n in names]
+    if cfg.custom_steps > 0:
+        setups.append(custom_setup(cfg))
+    if not setups:
+        raise ValueError("nothing to evaluate: name setups or give --custom-steps")
+    return setups
+
+
 def run_eval(cfg: EvalConfig) -> dict:
+    from ..lora.export import load_comfy_lora_into_diffusers
     from ..toy.teacher import load_teacher_any
     from .report import write_html_report
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    names = cfg.setups or list(PRESET_SETUPS)
-    unknown = [n for n in names if n not in PRESET_SETUPS]
-    if unknown:
-        raise ValueError(f"unknown setups {unknown}; known: {', '.join(PRESET_SETUPS)}")
-    denoiser = DiffusersWanDenoiser(load_teacher_any(cfg.teacher), torch.bfloat16 if cfg.bf16 else None)
-    rows, samples = evaluate_setups(denoiser, [PRESET_SETUPS[n] for n in names],
-                                    EvalSet(repeats=cfg.repeats, seed=cfg.seed), cfg.batch_size)
+    setups = setups_for(cfg)
+    model = load_teacher_any(cfg.teacher)
+    if cfg.lora:
+        load_comfy_lora_into_diffusers(model, cfg.lora, "eval_lora")
+    denoiser = DiffusersWanDenoiser(model, torch.bfloat16 if cfg.bf16 else None)
+    rows, samples = evaluate_setups(denoiser, setups, EvalSet(repeats=cfg.repeats, seed=cfg.seed, max_clips=cfg.max_clips or None),
+                                    cfg.batch_size)
     out = Path(cfg.out)
-    result = {"teacher": str(cfg.teacher or "shipped"), "rows": rows}
+    names = [s.name for s in setups]
+    result = {"teacher": str(cfg.teacher or "shipped"), "lora": str(cfg.lora) if cfg.lora else None, "rows": rows}
     write_html_report(out / "report.html", "Stride toy evaluation", rows, samples,
-                      notes=json.dumps({"teacher": result["teacher"], "setups": names, "repeats": cfg.repeats}),
+                      notes=json.dumps({"teacher": result["teacher"], "lora": result["lora"], "setups": names,
+                                        "repeats": cfg.repeats}),
                       json_path=out / "eval.json")
     return result
 
