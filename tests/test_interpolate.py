@@ -268,3 +268,34 @@ def test_video_reading_and_bench_on_tiny_clips(tmp_path):
         assert clip["frames"] == 7 and clip["size"] == [48, 48]
         assert {"stride_flow_psnr", "stride_flow_ssim", "linear_blend_psnr", "linear_blend_ssim"} <= set(clip)
     assert result["ratios"]["psnr_gain_db"] > 3.0  # a 4-pixel pan: motion compensation must win clearly
+    assert all(clip["repeated_frames"] == 0 for clip in result["clips"])
+    assert result["ratios"]["clips_without_repeated_frames"] == 3
+
+
+def test_bench_reports_frame_doubled_clips_apart(tmp_path):
+    """A clip saved at twice its frame rate (every frame twice): dropping every second frame leaves
+    a sequence with no trace of the doubling, and the dropped frame copies its left neighbour; the
+    bench counts the repeats per clip and reports the gain without such clips next to the total."""
+    panorama = (texture_frame(5, size=128, cell=8)[:48] * 255).astype(np.uint8)
+    frames = [panorama[:, 3 * i: 3 * i + 48] for i in range(9)]
+    smooth, doubled = tmp_path / "smooth", tmp_path / "doubled"
+    # each copy differs in one pixel (as after lossy re-encoding), so the encoder keeps both frames
+    copies = [f if k == 0 else np.where(np.arange(48)[:, None, None] == 0, f ^ 1, f).astype(np.uint8)
+              for f in frames[:5] for k in range(2)]
+    for directory, clip in ((smooth, frames), (doubled, copies)):
+        directory.mkdir()
+        Image.fromarray(clip[0]).save(directory / "clip.webp", save_all=True, lossless=True,
+                                      append_images=[Image.fromarray(f) for f in clip[1:]], duration=40)
+    both = tmp_path / "both"
+    both.mkdir()
+    for name in ("smooth", "doubled"):
+        (both / f"{name}.webp").write_bytes((tmp_path / name / "clip.webp").read_bytes())
+    result = run_interpolation_bench(both)
+    by_name = {c["clip"]: c for c in result["clips"]}
+    assert by_name["doubled.webp"]["repeated_frames"] >= 4 and by_name["smooth.webp"]["repeated_frames"] == 0
+    ratios = result["ratios"]
+    assert ratios["clips_without_repeated_frames"] == 1
+    smooth_gain = by_name["smooth.webp"]["stride_flow_psnr"] - by_name["smooth.webp"]["linear_blend_psnr"]
+    assert ratios["psnr_gain_db_without_repeated_frames"] == pytest.approx(smooth_gain)
+    # on the doubled clip the dropped frames are copies, which a motion midpoint cannot match
+    assert by_name["doubled.webp"]["stride_flow_psnr"] - by_name["doubled.webp"]["linear_blend_psnr"] < smooth_gain

@@ -71,15 +71,20 @@ def drop_repeated_frames(frames: np.ndarray, ratio: float = REPEAT_RATIO) -> tup
     of the neighbouring consecutive differences: relative, so codec noise on a repeat and slow but
     real motion are told apart. Returns the kept frames and how many were removed.
     """
+    repeated = repeated_frame_mask(frames, ratio)
+    keep = np.r_[True, ~repeated]
+    return frames[keep], int(repeated.sum())
+
+
+def repeated_frame_mask(frames: np.ndarray, ratio: float = REPEAT_RATIO) -> np.ndarray:
+    """``[N - 1]`` bool: frame i+1 repeats frame i (the rule of ``drop_repeated_frames``)."""
     if len(frames) < 3:
-        return frames, 0
+        return np.zeros(max(0, len(frames) - 1), dtype=bool)
     differences = np.array(
         [np.abs(frames[i + 1].astype(np.float32) - frames[i]).mean() for i in range(len(frames) - 1)]
     )
     neighbour = np.minimum(np.r_[differences[1:], np.inf], np.r_[np.inf, differences[:-1]])
-    repeated = differences < ratio * neighbour
-    keep = np.r_[True, ~repeated]
-    return frames[keep], int(repeated.sum())
+    return differences < ratio * neighbour
 
 
 def _load_clip(path: Path, max_frames: int | None, dedupe: bool) -> tuple[np.ndarray, int]:
@@ -156,8 +161,11 @@ def run_interpolation_bench(
             skipped.append({"clip": path.name, "reason": f"{len(clip)} frame(s) after removing repeats; need 3"})
             continue
         per_method = bench_clip(clip, methods, cfg)
+        # repeats left in what is benchmarked: where a dropped frame copies a neighbour, no motion
+        # interpolator can know it, so these clips are reported apart
         entry = {"clip": path.name, "frames": int(len(clip)), "size": [int(clip.shape[2]), int(clip.shape[1])],
-                 "repeats_removed": removed, "rebuilt": (len(clip) - 1) // 2}
+                 "repeats_removed": removed, "repeated_frames": int(repeated_frame_mask(clip).sum()),
+                 "rebuilt": (len(clip) - 1) // 2}
         for method, scores in per_method.items():
             entry[f"{method}_psnr"] = scores["psnr"]
             entry[f"{method}_ssim"] = scores["ssim"]
@@ -196,6 +204,13 @@ def run_interpolation_bench(
             "worst_clip_gain_db": float(gains[worst]),
             "clips_worse_than_blend_by_0_5_db": int((gains < -0.5).sum()),
         }
+        clean = np.array([c["repeated_frames"] == 0 for c in clips])
+        if clean.any():
+            result["ratios"].update({
+                "clips_without_repeated_frames": int(clean.sum()),
+                "psnr_gain_db_without_repeated_frames": float(gains[clean].mean()),
+                "worst_clip_gain_db_without_repeated_frames": float(gains[clean].min()),
+            })
         result["worst_clip_gain_db"] = float(gains[worst])
         result["worst_clip"] = clips[worst]["clip"]
     return result
