@@ -169,3 +169,26 @@ def test_real_latents_pair_with_prompts_only_one_to_one():
     b = DistillBatch(context, torch.zeros_like(context), (3, 4, 2, 2, 2), real, real_paired=False)
     assert torch.equal(b.real_context, b.negative)  # conditional terms see unpaired videos with the negative
     assert torch.equal(DistillBatch(context, torch.zeros_like(context), (3, 4, 2, 2, 2), real).real_context, context)
+
+
+def test_prompt_file_is_encoded_once_and_cached(tmp_path):
+    from trainer.distill.data import cached_prompt_embeddings
+    from trainer.toy import text
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# my style\na red square moving left quickly\n\na blue circle moving up slowly\n")
+    cache = tmp_path / "cache"
+    first = cached_prompt_embeddings(prompts, "", cache)
+    data = load_file(str(first))
+    assert torch.equal(data["context"], text.encode_prompts(["a red square moving left quickly",
+                                                             "a blue circle moving up slowly"]))
+    assert torch.equal(data["negative"], text.encode_prompts([""]))
+    mtime = first.stat().st_mtime_ns
+    assert cached_prompt_embeddings(prompts, "", cache) == first and first.stat().st_mtime_ns == mtime  # reused
+    prompts.write_text("a green triangle moving right slowly\n")
+    assert cached_prompt_embeddings(prompts, "", cache) != first  # edited file: encoded again
+    prompts.write_text("a purple square moving left quickly\n")
+    with pytest.raises(ValueError, match="--embeddings"):
+        cached_prompt_embeddings(prompts, "", cache)
+    with pytest.raises(ValueError, match="not both"):
+        DistillConfig(prompts=prompts, embeddings=first)

@@ -32,6 +32,8 @@ class DistillConfig:
     critic_rank: int = 16
     teacher: Path | None = None  # a Wan 2.1 file (ComfyUI single file / original keys); default: the toy teacher
     embeddings: Path | None = None  # safetensors with "context" [N, tokens, 4096] (and optional "negative")
+    prompts: Path | None = None  # a text file, one prompt per line, encoded once (toy text encoder) and cached
+    negative_prompt: str = ""  # the teacher's CFG negative for --prompts
     real_latents: Path | None = None  # a .safetensors file or folder of them with "latents" [N, C, F, H, W]
     latent_frames: int = 9  # frames / size of generated latents when no real latents give the shape
     latent_height: int = 16
@@ -58,6 +60,8 @@ class DistillConfig:
             raise ValueError("steps and batch_size must be >= 1")
         if self.lora_rank < 1 or self.critic_rank < 1:
             raise ValueError("lora_rank and critic_rank must be >= 1")
+        if self.prompts is not None and self.embeddings is not None:
+            raise ValueError("give either prompts (a text file) or embeddings (precomputed), not both")
         if any(sep in self.name for sep in ("/", "\\")) or ".." in self.name or not self.name:
             raise ValueError(f"name {self.name!r} must be a plain file name (no path separators or '..')")
 

@@ -10,6 +10,7 @@ same data an unbroken run would.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +107,42 @@ class EmbeddingData:
 def toy_latent_shape(batch_size: int) -> tuple[int, ...]:
     cfg = domain.DomainConfig()
     return (batch_size, codec.LATENT_CHANNELS, cfg.frames, cfg.height // 2, cfg.width // 2)
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    """One prompt per line; blank lines and lines starting with '#' are skipped."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"prompt file not found: {path}")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise ValueError(f"{path} has no prompts (one per line)")
+    return prompts
+
+
+def cached_prompt_embeddings(path: Path, negative_prompt: str, cache_dir: Path) -> Path:
+    """Encode a prompt file once with the toy text encoder; later runs reuse the cached file.
+
+    The cache is keyed by the prompts, the negative and the encoder table, so editing the file
+    re-encodes. Real Wan teachers need umT5 embeddings: encode them in ComfyUI (or elsewhere) and
+    pass ``--embeddings``."""
+    import hashlib
+
+    from ..checkpoint import atomic_save_safetensors
+
+    prompts = read_prompt_file(path)
+    identity = json.dumps([prompts, negative_prompt, text.CONTEXT_MIX], ensure_ascii=False).encode()
+    key = hashlib.sha256(identity + text.TABLE_PATH.read_bytes()).hexdigest()[:16]
+    cached = Path(cache_dir) / f"prompt_embeddings-{key}.safetensors"
+    if not cached.exists():
+        try:
+            context = text.encode_prompts(prompts)
+            negative = text.encode_prompts([negative_prompt])
+        except ValueError as err:
+            raise ValueError(f"{path}: {err} (prompt files are encoded with the toy text encoder; for a real Wan "
+                             f"teacher give precomputed umT5 embeddings with --embeddings)") from None
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        atomic_save_safetensors({"context": context, "negative": negative}, cached,
+                                {"stride.kind": "prompt_embeddings", "stride.source": str(path)})
+    return cached

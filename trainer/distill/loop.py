@@ -99,12 +99,15 @@ def build_backend(cfg: DistillConfig, device: torch.device) -> WanLoraBackend:
 
 def build_data(cfg: DistillConfig, rank: int):
     seed = cfg.seed + 1000 * rank
-    if cfg.embeddings is None:
+    embeddings = cfg.embeddings
+    if cfg.prompts is not None:
+        embeddings = cached_prompt_embeddings(Path(cfg.prompts), cfg.negative_prompt, cfg.resolved_state_dir)
+    if embeddings is None:
         if cfg.real_latents is not None:
             raise ValueError("real_latents needs embeddings for its prompts; without embeddings the toy domain is used")
         return ToyData(cfg.batch_size, seed)
     shape = (cfg.batch_size, 16, cfg.latent_frames, cfg.latent_height, cfg.latent_width)
-    return EmbeddingData.from_files(cfg.embeddings, cfg.batch_size, seed, shape, cfg.real_latents)
+    return EmbeddingData.from_files(embeddings, cfg.batch_size, seed, shape, cfg.real_latents)
 
 
 def adapter_state(backend: WanLoraBackend) -> dict[str, torch.Tensor]:
