@@ -266,3 +266,20 @@ def test_motion_curriculum_narrows_then_widens_to_the_full_domain():
         assert abs(ys.mean().item() - 15.5) < 1.0
     with pytest.raises(ValueError, match="cross_spread"):
         domain.DomainConfig(cross_spread=1.5)
+
+
+def test_motion_warmup_batches_vary_only_in_direction_at_high_noise():
+    from trainer.toy.pretrain import PretrainConfig, training_batch
+
+    cfg = PretrainConfig(batch_size=8, motion_warmup_from=10, motion_warmup_steps=5, curriculum_from=15,
+                         curriculum_steps=100, high_sigma_share=0.25, cfg_dropout=0.0)
+    x0, _, sigma, context = training_batch(cfg, 12)
+    assert bool((sigma >= 0.8).all())
+    allowed = [text.encode_prompt(f"a red square moving {d} slowly") for d in domain.DIRECTIONS]
+    assert all(any(torch.equal(c, a) for a in allowed) for c in context)  # only the direction varies
+    # after the warm-up: every attribute again, a quarter of the batch at high noise
+    _, _, sigma_after, _ = training_batch(cfg, 15)
+    assert int((sigma_after >= 0.8).sum()) >= 2 and bool((sigma_after[:2] >= 0.8).all())
+    # the same step draws the same batch (exact resume)
+    again = training_batch(cfg, 12)
+    assert torch.equal(again[0], x0) and torch.equal(again[2], sigma)
