@@ -151,6 +151,16 @@ def test_pretraining_continues_from_compact_weights_on_a_fresh_machine(tmp_path)
     diffs = {k: (started[k] - state["model"][k]).abs().max().item() for k in started}
     assert max(diffs.values()) < 0.01, "did not start from the compact weights"  # one AdamW step at lr 4e-4
     assert max(diffs.values()) > 0, "the continued run did not train"
+    # the raw weights can be exported too (to continue from), and another run's state.pt is a start point
+    old_state = torch.load(tmp_path / "old" / "state.pt", weights_only=False)
+    raw = load_teacher(export(first, tmp_path / "raw.safetensors", weights="model")).state_dict()
+    assert max((raw[k] - old_state["model"][k]).abs().max().item() for k in raw) < 0.02  # bf16 rounding
+    from_state = PretrainConfig(steps=3, state_dir=tmp_path / "from_state", init_from=tmp_path / "old" / "state.pt",
+                                **common)
+    pretrain(from_state)
+    assert torch.load(tmp_path / "from_state" / "state.pt", weights_only=False)["step"] == 3
+    with pytest.raises(ValueError, match="ema"):
+        export(first, tmp_path / "x.safetensors", weights="optimizer")
 
 
 def test_teacher_loads_from_a_comfy_checkpoint_prefix_and_a_diffusers_folder(tmp_path):

@@ -22,7 +22,7 @@ def _toy_export(args):
     from .toy.teacher import WEIGHTS_PATH
 
     cfg = load_config(PretrainConfig, args, args.config)
-    out = export(cfg, Path(args.out) if args.out else WEIGHTS_PATH)
+    out = export(cfg, Path(args.out) if args.out else WEIGHTS_PATH, args.weights)
     print(f"wrote {out}")
     return 0
 
@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = toy_sub.add_parser("export", help="write the EMA teacher weights as a compact bf16 file")
     p.add_argument("--config", type=Path, default=None)
     p.add_argument("--out", default=None)
+    p.add_argument("--weights", choices=("ema", "model"), default="ema",
+                   help="ema: what ships; model: the raw weights, to continue training from")
     add_dataclass_flags(p, PretrainConfig)
     p.set_defaults(func=_toy_export)
     p = toy_sub.add_parser("probe", help="does the teacher use its prompt's words? loss gaps with words swapped")

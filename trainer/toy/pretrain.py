@@ -302,14 +302,19 @@ def _init_from_compact(model, ema, path: Path) -> int:
     return int(meta.get("stride.steps", 0))
 
 
-def export(cfg: PretrainConfig, out_path: Path) -> Path:
-    """Write the EMA weights of the saved state as a compact bf16 original-keys Wan file."""
+def export(cfg: PretrainConfig, out_path: Path, weights: str = "ema") -> Path:
+    """Write the EMA (what ships) or raw (``weights="model"``: best to continue training from, while
+    the EMA still averages over a changed curriculum) weights of the saved state as a compact bf16
+    original-keys Wan file."""
+    if weights not in ("ema", "model"):
+        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
     state = load_state(Path(cfg.state_dir) / "state.pt")
     if state is None:
         raise FileNotFoundError(f"no pretraining state in {cfg.state_dir}")
     model = build_diffusers_wan(cfg.arch)
-    model.load_state_dict(state["ema"])
-    meta = {"stride.kind": "toy_wan_teacher", "stride.steps": str(state["step"]), **{f"stride.arch.{k}": v for k, v in arch_metadata(cfg.arch).items()}}
+    model.load_state_dict(state[weights])
+    meta = {"stride.kind": "toy_wan_teacher", "stride.steps": str(state["step"]), "stride.weights": weights,
+            **{f"stride.arch.{k}": v for k, v in arch_metadata(cfg.arch).items()}}
     save_wan_file(model, out_path, meta)
     return out_path
 
