@@ -34,8 +34,7 @@ def minimal_batch(n: int, seed: int):
     gen = torch.Generator().manual_seed(seed)
     attrs = [domain.ClipAttributes("square", "red", domain.DIRECTIONS[int(torch.randint(4, (), generator=gen))],
                                    "slowly") for _ in range(n)]
-    seeds = torch.randint(0, 2**62, (n,), generator=gen).tolist()
-    return torch.stack([domain.render_clip(a, s, NARROW) for a, s in zip(attrs, seeds)]), attrs
+    return domain.render_clips(attrs, gen, NARROW), attrs
 
 
 def direction_gap(model, videos, attrs) -> float:

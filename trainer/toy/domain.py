@@ -226,6 +226,10 @@ def make_batch(batch_size: int, seed: int, cfg: DomainConfig = DomainConfig()):
     """A batch of clips [B, 3, F, H, W] and their attributes, deterministic by seed."""
     gen = torch.Generator().manual_seed(int(seed))
     attrs = [sample_attributes(gen) for _ in range(batch_size)]
-    clip_seeds = torch.randint(0, 2**62, (batch_size,), generator=gen).tolist()
-    videos = torch.stack([render_clip(a, s, cfg) for a, s in zip(attrs, clip_seeds)])
-    return videos, attrs
+    return render_clips(attrs, gen, cfg), attrs
+
+
+def render_clips(attrs: list[ClipAttributes], gen: torch.Generator, cfg: DomainConfig = DomainConfig()) -> torch.Tensor:
+    """One clip per attribute set [B, 3, F, H, W], each with a fresh clip seed drawn from ``gen``."""
+    clip_seeds = torch.randint(0, 2**62, (len(attrs),), generator=gen).tolist()
+    return torch.stack([render_clip(a, s, cfg) for a, s in zip(attrs, clip_seeds)])

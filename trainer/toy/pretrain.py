@@ -115,9 +115,8 @@ def _warmup_batch(cfg: PretrainConfig, step: int):
     colour, shape, speed = MOTION_WARMUP_ATTRIBUTES
     attrs = [domain.ClipAttributes(shape, colour, domain.DIRECTIONS[int(torch.randint(4, (), generator=gen))], speed)
              for _ in range(cfg.batch_size)]
-    seeds = torch.randint(0, 2**62, (cfg.batch_size,), generator=gen).tolist()
     narrow = domain.DomainConfig(cross_spread=cfg.curriculum_spread, start_jitter_px=cfg.curriculum_jitter)
-    return torch.stack([domain.render_clip(a, s, narrow) for a, s in zip(attrs, seeds)]), attrs
+    return domain.render_clips(attrs, gen, narrow), attrs
 
 
 def training_batch(cfg: PretrainConfig, step: int):
