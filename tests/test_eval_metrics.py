@@ -288,9 +288,20 @@ def test_report_writes_self_contained_html_and_json(tmp_path):
     assert saved["rows"] == rows and saved["directions"]["fd"] == "lower"
 
 
+def random_stride_lora(path, scale: float, step_list: list[int]):
+    """A Stride LoRA on the first FFN linear of a dim-128 Wan, ``scale`` 0 making it a no-op."""
+    from trainer.lora.export import write_stride_lora
+
+    gen = torch.Generator().manual_seed(1)
+    write_stride_lora({"diffusion_model.blocks.0.ffn.0.lora_down.weight": torch.randn(4, 128, generator=gen),
+                       "diffusion_model.blocks.0.ffn.0.lora_up.weight": scale * torch.randn(128, 4, generator=gen),
+                       "diffusion_model.blocks.0.ffn.0.alpha": torch.tensor(4.0)}, path,
+                      {"method": "adv", "student_step_list": step_list, "shift": 3.0, "teacher_fingerprint": "x"})
+    return path
+
+
 def test_eval_scores_a_lora_with_its_own_schedule_and_a_custom_setup(tmp_path):
     from trainer.eval.evaluate import EvalConfig, run_eval
-    from trainer.lora.export import write_stride_lora
     from trainer.toy.teacher import TeacherArch, build_diffusers_wan, save_wan_file
 
     torch.manual_seed(0)
@@ -298,14 +309,7 @@ def test_eval_scores_a_lora_with_its_own_schedule_and_a_custom_setup(tmp_path):
     save_wan_file(build_diffusers_wan(TeacherArch(1, 1, 128)), teacher, dtype=torch.float32)
 
     def lora(name, scale):
-        gen = torch.Generator().manual_seed(1)
-        path = tmp_path / f"{name}.safetensors"
-        write_stride_lora({"diffusion_model.blocks.0.ffn.0.lora_down.weight": torch.randn(4, 128, generator=gen),
-                           "diffusion_model.blocks.0.ffn.0.lora_up.weight": scale * torch.randn(128, 4, generator=gen),
-                           "diffusion_model.blocks.0.ffn.0.alpha": torch.tensor(4.0)}, path,
-                          {"method": "adv", "student_step_list": [1000, 800, 500], "shift": 3.0,
-                           "teacher_fingerprint": "x"})
-        return path
+        return random_stride_lora(tmp_path / f"{name}.safetensors", scale, [1000, 800, 500])
 
     common = dict(teacher=teacher, max_clips=4, batch_size=4, bf16=False, seed=7)
     custom = dict(custom_steps=2, custom_sampler="stride_flow", custom_order=1)
@@ -324,3 +328,30 @@ def test_eval_scores_a_lora_with_its_own_schedule_and_a_custom_setup(tmp_path):
     assert (tmp_path / "out" / "report.html").exists()
     with pytest.raises(ValueError, match="needs --lora"):
         run_eval(EvalConfig(out=tmp_path / "out", setups=["student"], **common))
+
+
+def test_bench_sampling_adds_student_rows_without_touching_the_teacher_rows(tmp_path):
+    from trainer.bench.sampling import ROW_KEYS, run_sampling_bench
+    from trainer.toy.teacher import TeacherArch, build_diffusers_wan, save_wan_file
+
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher.safetensors"
+    save_wan_file(build_diffusers_wan(TeacherArch(1, 1, 128)), teacher, dtype=torch.float32)
+    steps = [1000, 750, 500, 250]
+    common = dict(teacher=teacher, batch_size=4, bf16=False, max_clips=4, switch_index=2)
+    zero = run_sampling_bench(lora=random_stride_lora(tmp_path / "zero.safetensors", 0.0, steps), **common)
+    strong = run_sampling_bench(lora=random_stride_lora(tmp_path / "strong.safetensors", 1.0, steps), **common)
+    names = [row["name"] for row in zero["rows"]]
+    assert names == ["data", "teacher_50_cfg", "teacher_4", "teacher_8", "student_4", "student_4_interp"]
+    assert all(set(ROW_KEYS) <= set(row) for row in zero["rows"])
+    by_name = [{r["name"]: r for r in result["rows"]} for result in (zero, strong)]
+    assert by_name[0]["student_4"]["nfe"] == 4 and by_name[0]["student_4_interp"]["nfe"] == 4
+    for name in ("teacher_50_cfg", "teacher_4", "teacher_8"):  # the LoRA never leaks into teacher rows
+        assert by_name[0][name]["fd"] == by_name[1][name]["fd"]
+    assert by_name[0]["student_4"]["fd"] != by_name[1]["student_4"]["fd"]  # student rows do use it
+    # interpolation changes the samples (the first two steps saw half the frames)
+    assert by_name[0]["student_4_interp"]["fd"] != by_name[0]["student_4"]["fd"]
+    assert {"speedup_student_4", "speedup_student_4_interp", "interp_cost_ratio"} <= set(zero["ratios"])
+    assert zero["clips_per_row"] == 4
+    with pytest.raises(ValueError, match="switch_index"):
+        run_sampling_bench(lora=tmp_path / "zero.safetensors", **{**common, "switch_index": 4})

@@ -1,21 +1,26 @@
 """``python -m trainer bench sampling``: the teacher's reference against every few-step strategy.
 
 Measured side by side in one run, on the same evaluation prompts and noise: held-out domain clips
-(``data``), the teacher at 50 steps with CFG (the reference), the teacher at 4 and 8 steps, and
-every student or strategy that exists. Each row holds the keys in ``ROW_KEYS``; ``ratios`` holds
-``speedup_<name>`` = the reference's seconds over that row's seconds.
+(``data``), the teacher at 50 steps with CFG (the reference), the teacher at 4 and 8 steps, and,
+given a student LoRA (the shipped toy student by default), ``student_<n>`` (its own step list and
+shift, no CFG, its method's sampler) and ``student_<n>_interp`` (the same with the first
+``switch_index`` steps on every second latent frame, then the learned latent interpolator: the
+interpolated few-step sampling of METHODS.md 1b). Each row holds the keys in ``ROW_KEYS``;
+``ratios`` holds ``speedup_<name>`` = the reference's seconds over that row's seconds, and with a
+student ``interp_cost_ratio`` = the interpolated row's seconds over the full-length student's.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
 
-from ..eval.evaluate import PRESET_SETUPS, evaluate_setups
-from ..eval.generate import EvalSet
+from ..eval.evaluate import PRESET_SETUPS, evaluate_setups, lora_student_setup
+from ..eval.generate import EvalSet, SamplingSetup
 
 ROW_KEYS = ("name", "nfe", "seconds", "fd", "acc_colour", "acc_shape", "acc_direction", "acc_speed", "prompt_acc",
             "motion_acc", "motion_smoothness", "warping_error", "dynamic_degree", "flicker", "saturation_mean", "srop")
@@ -27,28 +32,76 @@ def speedups(rows: list[dict]) -> dict[str, float]:
     return {f"speedup_{r['name']}": reference / r["seconds"] for r in rows if r["name"] != "data" and r["seconds"] > 0}
 
 
-def run_sampling_bench(teacher: Path | None = None, repeats: int = 1, batch_size: int = 32, bf16: bool = True) -> dict:
+def student_setups(lora: Path, switch_index: int, interpolator: str = "learned") -> list[SamplingSetup]:
+    """The LoRA's own setup, and the same steps with interpolated sampling switching at ``switch_index``."""
+    full = lora_student_setup(lora)
+    full = dataclasses.replace(full, name=f"student_{full.steps}")
+    if not 1 <= switch_index < full.steps:
+        raise ValueError(f"switch_index must be in [1, {full.steps - 1}] for a {full.steps}-step student, got {switch_index}")
+    extra = {k: v for k, v in full.sampler_options.items() if k != "gamma"}
+    if extra:
+        raise ValueError(f"interpolated sampling cannot pass {sorted(extra)} on to {full.sampler}")
+    options = {"base_sampler": full.sampler, "switch_index": switch_index, "interpolator": interpolator,
+               **({"gamma": full.sampler_options["gamma"]} if "gamma" in full.sampler_options else {})}
+    interp = dataclasses.replace(full, name=f"{full.name}_interp", sampler="stride_interpolated", sampler_options=options)
+    return [full, interp]
+
+
+def run_sampling_bench(teacher: Path | None = None, repeats: int = 1, batch_size: int = 32, bf16: bool = True,
+                       lora: Path | None = None, switch_index: int = 2, max_clips: int | None = None) -> dict:
+    """Teacher rows from the bare teacher, then (with ``lora``) student rows from the same teacher
+    with the LoRA loaded, all on one ``EvalSet``; the data row is shared."""
     from ..backends.diffusers_wan import DiffusersWanDenoiser
+    from ..lora.export import load_comfy_lora_into_diffusers
     from ..toy.teacher import load_teacher_any
 
-    denoiser = DiffusersWanDenoiser(load_teacher_any(teacher), torch.bfloat16 if bf16 else None)
+    dtype = torch.bfloat16 if bf16 else None
+    eval_set = EvalSet(repeats=repeats, max_clips=max_clips)
     setups = [PRESET_SETUPS[name] for name in ("teacher_50_cfg", "teacher_4", "teacher_8")]
-    rows, _ = evaluate_setups(denoiser, setups, EvalSet(repeats=repeats), batch_size)
+    rows, _ = evaluate_setups(DiffusersWanDenoiser(load_teacher_any(teacher), dtype), setups, eval_set, batch_size)
+    ratios = {}
+    if lora is not None:
+        model = load_teacher_any(teacher)
+        load_comfy_lora_into_diffusers(model, lora, "student")
+        student_rows, _ = evaluate_setups(DiffusersWanDenoiser(model, dtype), student_setups(lora, switch_index),
+                                          eval_set, batch_size)
+        rows += student_rows[1:]  # one data row
+        ratios["interp_cost_ratio"] = rows[-1]["seconds"] / rows[-2]["seconds"]
     rows = [{key: row[key] for key in ROW_KEYS} | {k: v for k, v in row.items() if k not in ROW_KEYS} for row in rows]
-    return {"teacher": str(teacher or "shipped"), "clips_per_row": 96 * repeats, "rows": rows, "ratios": speedups(rows)}
+    return {"teacher": str(teacher or "shipped"), "lora": str(lora) if lora else None,
+            "switch_index": switch_index if lora else None, "clips_per_row": len(eval_set.attributes()),
+            "rows": rows, "ratios": speedups(rows) | ratios}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", type=Path, default=None, help="teacher file or pretraining state.pt (default: shipped)")
     parser.add_argument("--repeats", type=int, default=1, help="clips per row = 96 x repeats")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lora", default=None,
+                        help="student LoRA for the student rows (default: the shipped toy student; 'none': no student rows)")
+    parser.add_argument("--switch-index", type=int, default=2,
+                        help="interpolated student row: steps run on every second latent frame before interpolating")
+    parser.add_argument("--max-clips", type=int, default=None, help="score only the first N clips (quick checks)")
     parser.add_argument("--json", action="store_true")
+
+
+def resolve_lora(value: str | None) -> Path | None:
+    from ..toy.student import shipped_student
+
+    if value is None:
+        return shipped_student()
+    if value == "none":
+        return None
+    if not Path(value).is_file():
+        raise FileNotFoundError(f"--lora {value}: no such file")
+    return Path(value)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-    result = run_sampling_bench(args.teacher, args.repeats, args.batch_size)
+    result = run_sampling_bench(args.teacher, args.repeats, args.batch_size, lora=resolve_lora(args.lora),
+                                switch_index=args.switch_index, max_clips=args.max_clips)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
