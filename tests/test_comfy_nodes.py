@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,6 +46,19 @@ def test_pack_registers_every_node(comfy_server):
     assert "IMPORT FAILED" not in comfy_server.log().split("Import times for custom nodes")[-1].split("\n\n")[0]
     for node in STRIDE_NODES:
         assert info[node]["category"].startswith("Stride/")
+
+
+def test_shipped_student_folder_is_a_loras_folder_after_the_users(comfy_server):
+    """Stock LoRA loaders list the shipped toy student; LoRAs the pack writes still go to the user's folder."""
+    from trainer.toy.student import LORA_DIR, STUDENT_LORA_PATH
+
+    folders = {entry["name"]: entry["folders"] for entry in comfy_server.get("/experiment/models")}
+    loras = [str(Path(f).resolve()) for f in folders["loras"]]
+    assert str(LORA_DIR.resolve()) in loras[1:], loras
+    assert loras[0] == str((comfy_server.base_dir / "models" / "loras").resolve()), loras
+    options = comfy_server.get("/object_info/LoraLoaderModelOnly")["LoraLoaderModelOnly"]["input"]["required"]
+    assert (STUDENT_LORA_PATH.name in options["lora_name"][0]) == STUDENT_LORA_PATH.exists()
+    assert "toy_wan_teacher.safetensors" not in options["lora_name"][0]
 
 
 def _base_graph(unet_name: str) -> dict:

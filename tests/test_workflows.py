@@ -44,6 +44,11 @@ EXPECTED_CLASS_TYPES = {
         "RandomNoise": 1, "StrideFlowSampler": 1, "StrideTokenShiftScheduler": 1, "SamplerCustomAdvanced": 1,
         "StrideToyDecode": 1, "SaveAnimatedWEBP": 1,
     },
+    "toy_t2v_4step": {
+        "StrideToyTeacherLoader": 1, "LoraLoaderModelOnly": 1, "StrideToyTextEncode": 1, "StrideToyEmptyLatent": 1,
+        "BasicGuider": 1, "RandomNoise": 1, "StrideConsistencySampler": 1, "StrideStudentScheduler": 1,
+        "SamplerCustomAdvanced": 1, "StrideToyDecode": 1, "SaveAnimatedWEBP": 1,
+    },
     "toy_interpolate_4step": {
         "StrideToyTeacherLoader": 1, "StrideToyTextEncode": 2, "StrideToyEmptyLatent": 1, "CFGGuider": 1,
         "RandomNoise": 1, "StrideLatentInterpolatorLoader": 1, "StrideInterpolatedSampler": 1,
@@ -182,6 +187,18 @@ def test_toy_workflow_needs_no_downloads_and_wan_workflow_says_where_files_go():
             assert model["url"].startswith("https://") and model["url"].endswith(model["name"])
     assert _by_type(wan, "StrideStudentScheduler")["widgets_values"][0] == "lightx2v_4step"
     assert _by_type(wan, "EmptyHunyuanLatentVideo")["widgets_values"][:3] == [832, 480, 81]
+
+
+def test_toy_4step_workflow_samples_the_shipped_student_with_its_own_schedule():
+    from trainer.toy.student import STUDENT_LORA_PATH
+
+    workflow = load_workflow(WORKFLOW_DIR / "toy_t2v_4step.json")
+    # the only file it asks for ships with the pack, and the scheduler reads that same LoRA's schedule
+    assert _file_combo_values(workflow) == [STUDENT_LORA_PATH.name] * 2
+    assert _by_type(workflow, "LoraLoaderModelOnly")["widgets_values"] == [STUDENT_LORA_PATH.name, 1.0]
+    assert _by_type(workflow, "StrideStudentScheduler")["widgets_values"][3] == STUDENT_LORA_PATH.name
+    assert not any(node["properties"].get("models") for node in workflow["nodes"])  # nothing to download
+    assert not [n for n in workflow["nodes"] if n["type"] in ("CFGGuider", "KSampler")]  # CFG-free
 
 
 def test_snapshot_is_small_sorted_and_holds_every_used_node_type(object_info):
@@ -399,6 +416,16 @@ def _require_toy_teacher():
                     "run `python -m trainer toy pretrain` then `toy export`")
 
 
+def _require_shipped_files(path: Path):
+    """Toy workflows run on files that ship with the pack: the teacher, and for the 4-step one the student."""
+    _require_toy_teacher()
+    from trainer.toy.student import STUDENT_LORA_PATH
+
+    if STUDENT_LORA_PATH.name in _file_combo_values(load_workflow(path)) and not STUDENT_LORA_PATH.exists():
+        pytest.skip(f"toy student LoRA not shipped yet ({STUDENT_LORA_PATH.relative_to(REPO)} is missing); "
+                    "run `python -m trainer distill` and copy its LoRA there")
+
+
 def _short_run(prompt: dict) -> dict:
     """The workflow's prompt with in-graph training cut to 3 iterations (the graph is unchanged)."""
     for node in prompt.values():
@@ -411,7 +438,7 @@ def _short_run(prompt: dict) -> dict:
 @pytest.mark.comfyui
 @pytest.mark.parametrize("path", TOY_WORKFLOWS, ids=lambda p: p.stem)
 def test_toy_workflow_runs_to_its_animated_webps(comfy_server, live_info, path):
-    _require_toy_teacher()
+    _require_shipped_files(path)
     Image = pytest.importorskip("PIL.Image")
     workflow = load_workflow(path)
     prompt = _short_run(ui_to_api(workflow, live_info))
