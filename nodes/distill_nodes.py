@@ -151,7 +151,7 @@ class StrideDistillLoRA(io.ComfyNode):
             cfg = DistillConfig(method=method, name=save_name, steps=iterations, batch_size=samples.shape[0], seed=seed,
                                 student_step_list=step_list, shift=shift, lora_rank=rank, lora_alpha=float(rank),
                                 critic_rank=rank, state_dir=state_dir, out=loras_dir, checkpoint_every=max(1, min(50, iterations // 4)),
-                                eval_repeats=0, progress=False, adv=adv)
+                                eval_repeats=0, progress=False, preview_every=0, adv=adv)
             backend = None
             try:
                 backend = ComfyLoraBackend(model, LoraSpec(rank=rank, alpha=float(rank)),

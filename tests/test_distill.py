@@ -32,7 +32,7 @@ def tiny_teacher(tmp_path_factory) -> Path:
 
 def tiny_config(tmp_path: Path, teacher: Path, **overrides) -> DistillConfig:
     values = dict(teacher=teacher, name="tiny", steps=4, batch_size=1, lora_rank=4, lora_alpha=4.0, critic_rank=4,
-                  state_dir=tmp_path / "state", out=tmp_path / "out", checkpoint_every=2, eval_repeats=0, bf16=False,
+                  state_dir=tmp_path / "state", out=tmp_path / "out", checkpoint_every=2, eval_repeats=0, bf16=False, preview_every=0,
                   progress=False, threads=1, adv=AdvConfig(generator_lr=1e-3, critic_lr=1e-3, generator_every=2))
     values.update(overrides)
     return DistillConfig(**values)
@@ -192,3 +192,34 @@ def test_prompt_file_is_encoded_once_and_cached(tmp_path):
         cached_prompt_embeddings(prompts, "", cache)
     with pytest.raises(ValueError, match="not both"):
         DistillConfig(prompts=prompts, embeddings=first)
+
+
+def test_prompt_file_trains_and_previews_are_written_as_the_run_goes(tmp_path, tiny_teacher):
+    """``--prompts`` through the loop, and previews: fixed prompts and noise, so equal LoRAs give equal previews."""
+    from PIL import Image
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red square moving left quickly\na blue circle moving up slowly\n")
+    adv = AdvConfig(generator_lr=1e-3, critic_lr=1e-3, generator_every=1, adaptive_regression=False)  # no real videos
+    outcome = distill(tiny_config(tmp_path / "p", tiny_teacher, prompts=prompts, steps=4, preview_every=2, adv=adv))
+    assert outcome.steps_done == 4
+    previews = sorted((tmp_path / "p" / "out" / "tiny_previews").iterdir())
+    assert [p.name for p in previews] == ["step_000002.safetensors", "step_000004.safetensors"]
+    first, last = (load_file(str(p))["latents"] for p in previews)
+    assert first.shape == (2, 16, 9, 16, 16) and torch.isfinite(last).all()
+    assert not torch.equal(first, last)  # the student changed between the previews
+
+    # toy data decodes without a VAE: a PNG grid, one row per prompt (4 prompts), one column per frame (9)
+    toy = distill(tiny_config(tmp_path / "t", tiny_teacher, steps=2, preview_every=2))
+    (png,) = (tmp_path / "t" / "out" / "tiny_previews").iterdir()
+    with Image.open(png) as image:
+        width, height = image.size  # cells of equal size (upscaled for viewing), 2 px gaps
+        assert png.suffix == ".png" and (width + 2) / 9 == (height + 2) / 4 and (height + 2) % 4 == 0
+    from trainer.distill.data import ToyData
+    from trainer.distill.preview import sample_student
+
+    prompts_toy = ToyData(1, 0).preview_prompts(4)
+    again = sample_student(toy.backend, toy.schedule, "adv", prompts_toy, torch.device("cpu"))
+    assert torch.equal(again, sample_student(toy.backend, toy.schedule, "adv", prompts_toy, torch.device("cpu")))
+    with pytest.raises(ValueError, match="preview_every"):
+        DistillConfig(preview_every=-1)

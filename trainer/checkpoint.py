@@ -56,6 +56,14 @@ def atomic_write_text(text: str, path: Path) -> None:
     _atomic_write(path, write)
 
 
+def atomic_write_bytes(data: bytes, path: Path) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    _atomic_write(path, write)
+
+
 def atomic_write_json(obj: Any, path: Path) -> None:
     atomic_write_text(json.dumps(obj, indent=2, sort_keys=True), path)
 

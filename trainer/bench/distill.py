@@ -34,7 +34,7 @@ def variant_config(base, name: str, state_root: Path):
     """``base`` (a DistillConfig) with the variant's method and overrides; fresh state, no report."""
     method, overrides = VARIANTS[name]
     method_cfg = dataclasses.replace(getattr(base, method), **overrides)
-    return dataclasses.replace(base, method=method, name=f"bench_{name}", resume=False, eval_repeats=0,
+    return dataclasses.replace(base, method=method, name=f"bench_{name}", resume=False, eval_repeats=0, preview_every=0,
                                state_dir=state_root / name, out=state_root / "out", **{method: method_cfg})
 
 

@@ -42,6 +42,7 @@ class DistillConfig:
     state_dir: Path | None = None  # default: ~/.cache/comfyui-stride/distill/<name>
     resume: bool = True  # continue from the state of a previous run with the same name
     checkpoint_every: int = 50
+    preview_every: int = 100  # student samples of fixed prompts and noise into <out>/<name>_previews (0: off)
     eval_repeats: int = 1  # toy report: clips per row = 96 x repeats (0: no evaluation)
     bf16: bool = True  # bf16 autocast (CUDA or CPU); LoRA weights and optimizer state stay fp32
     gradient_checkpointing: bool = False
@@ -58,6 +59,8 @@ class DistillConfig:
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
+        if self.preview_every < 0:
+            raise ValueError(f"preview_every must be >= 0, got {self.preview_every}")
         if self.lora_rank < 1 or self.critic_rank < 1:
             raise ValueError("lora_rank and critic_rank must be >= 1")
         if self.prompts is not None and self.embeddings is not None:

@@ -40,6 +40,15 @@ class ToyData:
         real = codec.encode(videos)
         return StepData(context, torch.zeros_like(context), real, tuple(real.shape))
 
+    def preview_prompts(self, count: int):
+        """``count`` prompts spread over every attribute combination; toy latents decode without a VAE."""
+        from .preview import PreviewPrompts
+
+        attrs = domain.all_attributes()
+        chosen = attrs[:: max(1, len(attrs) // count)][:count]
+        return PreviewPrompts(text.encode_prompts([a.prompt for a in chosen]), toy_latent_shape(len(chosen)),
+                              codec.decode)
+
 
 def load_latents(path: Path) -> torch.Tensor:
     path = Path(path)
@@ -97,6 +106,13 @@ class EmbeddingData:
             real_idx = idx if self.paired else torch.randint(self.real.shape[0], (self.batch_size,), generator=gen)
             real = self.real[real_idx]
         return StepData(context, negative, real, self.latent_shape, self.paired)
+
+    def preview_prompts(self, count: int):
+        """The first ``count`` prompts; their latents need the model's VAE, so they are saved as latents."""
+        from .preview import PreviewPrompts
+
+        context = self.context[:count]
+        return PreviewPrompts(context, (context.shape[0], *self.latent_shape[1:]), None)
 
     @property
     def paired(self) -> bool:

@@ -29,7 +29,8 @@ from ..methods import method_registry
 from ..methods.base import DistillBatch, MethodContext, NonFiniteLoss, StudentSchedule
 from .config import DistillConfig
 from ..seeding import step_generator
-from .data import EmbeddingData, ToyData, toy_latent_shape
+from .data import EmbeddingData, ToyData, cached_prompt_embeddings
+from .preview import PREVIEW_CLIPS, sample_student, write_preview
 
 
 @dataclass
@@ -194,7 +195,7 @@ def distill(cfg: DistillConfig, stop_check=None, on_step=None, backend=None, dat
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start, desc=f"distill {cfg.method}", dynamic_ncols=True)
-    step, stopped = start, False
+    step, stopped, previews = start, False, None
     t0 = time.time()
     try:
         for step in range(start, cfg.steps):
@@ -223,6 +224,12 @@ def distill(cfg: DistillConfig, stop_check=None, on_step=None, backend=None, dat
                 bar.set_postfix(shown)
             if on_step is not None:
                 on_step(done, cfg.steps, metrics)
+            if cfg.preview_every and done % cfg.preview_every == 0 and dist.is_main:
+                previews = previews or data.preview_prompts(PREVIEW_CLIPS)
+                written = write_preview(sample_student(backend, schedule, cfg.method, previews, device), previews,
+                                        Path(cfg.out) / f"{cfg.name}_previews", done)
+                if bar is not None:
+                    bar.write(f"preview: {written}")
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 save(done)
             if stop.requested or (stop_check is not None and stop_check()):
