@@ -65,6 +65,7 @@ def _node_lora(comfy_server, recipe) -> "Path":
     from safetensors.torch import save_file
 
     from comfy_harness import require_comfyui
+    from trainer.distill.config import DistillConfig
 
     # the real clips as a LATENT file in ComfyUI's Wan 2.1 space (LoadLatent reads input/*.latent);
     # ComfyUI's own latent format maps the codec latents there, as StrideToyEncode does in a graph
@@ -85,7 +86,7 @@ def _node_lora(comfy_server, recipe) -> "Path":
         "distill": {"class_type": "StrideDistillLoRA", "inputs": {
             "model": ["teacher", 0], "positive": ["pos", 0], "negative": ["neg", 0], "latent": ["latent", 0],
             "real_latents": ["real", 0], "method": "adv", "student_steps": "1000,900,757,522", "shift": 5.0,
-            "iterations": STEPS, "rank": 16, "learning_rate": 1e-4, "teacher_cfg": 5.0, "seed": 0,
+            "iterations": STEPS, "rank": 16, "learning_rate": 1e-4, "teacher_cfg": DistillConfig().adv.teacher_cfg, "seed": 0,
             "save_name": "quality_node"}},
     }
     entry = comfy_server.run(graph, timeout=6 * 3600)

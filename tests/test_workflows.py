@@ -177,7 +177,7 @@ def test_toy_workflow_needs_no_downloads_and_wan_workflow_says_where_files_go():
     toy, wan = _toy(), _wan()
     assert not _file_combo_values(toy)
     assert _by_type(toy, "SaveAnimatedWEBP")["widgets_values"][1] == 8
-    assert _by_type(toy, "CFGGuider")["widgets_values"] == [5.0]
+    assert _by_type(toy, "CFGGuider")["widgets_values"] == [3.0]  # the toy teacher's reference CFG
     assert _by_type(toy, "StrideFlowSampler")["widgets_values"] == [2]
     text = note_text(wan)
     for folder in ("models/diffusion_models", "models/text_encoders", "models/vae", "models/loras"):

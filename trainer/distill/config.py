@@ -13,6 +13,7 @@ from pathlib import Path
 from ..methods.adv import AdvConfig
 from ..methods.avdm2 import Avdm2Config
 from ..methods.gpd import GpdConfig
+from ..toy.teacher import TOY_TEACHER_CFG
 
 DEFAULT_STATE_ROOT = Path.home() / ".cache" / "comfyui-stride" / "distill"
 
@@ -50,11 +51,12 @@ class DistillConfig:
     device: str = "auto"  # "auto" picks CUDA when available
     progress: bool = True
     # the published ADV settings (lr 2e-6, generator every 5th step) are for 14B models and thousands of
-    # iterations; the toy job has a few hundred, so it starts from LoRA-sized rates (to be tuned by
-    # `bench distill` once the toy teacher ships)
-    adv: AdvConfig = field(default_factory=lambda: AdvConfig(generator_lr=1e-4, critic_lr=1e-4, generator_every=2))
-    gpd: GpdConfig = field(default_factory=GpdConfig)
-    avdm2: Avdm2Config = field(default_factory=Avdm2Config)
+    # iterations; the toy job has a few hundred, so it starts from LoRA-sized rates. Every method
+    # distils the toy teacher at its reference CFG (TOY_TEACHER_CFG; the published 6 is for Wan)
+    adv: AdvConfig = field(default_factory=lambda: AdvConfig(generator_lr=1e-4, critic_lr=1e-4, generator_every=2,
+                                                             teacher_cfg=TOY_TEACHER_CFG))
+    gpd: GpdConfig = field(default_factory=lambda: GpdConfig(cfg_start=TOY_TEACHER_CFG))
+    avdm2: Avdm2Config = field(default_factory=lambda: Avdm2Config(teacher_cfg=TOY_TEACHER_CFG))
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:

@@ -16,15 +16,16 @@ from pathlib import Path
 import torch
 
 from ..backends.diffusers_wan import DiffusersWanDenoiser
+from ..toy.teacher import TOY_TEACHER_CFG
 from .generate import EvalSet, SamplingSetup, data_videos, generate
 
 # the setups users compare: the teacher's reference and the few-step configurations
 PRESET_SETUPS = {
-    "teacher_50_cfg": SamplingSetup("teacher_50_cfg", steps=50, cfg=5.0, sampler="stride_flow",
+    "teacher_50_cfg": SamplingSetup("teacher_50_cfg", steps=50, cfg=TOY_TEACHER_CFG, sampler="stride_flow",
                                     sampler_options={"order": 1}, schedule="shifted", shift=3.0),
-    "teacher_4": SamplingSetup("teacher_4", steps=4, cfg=5.0, sampler="stride_flow",
+    "teacher_4": SamplingSetup("teacher_4", steps=4, cfg=TOY_TEACHER_CFG, sampler="stride_flow",
                                sampler_options={"order": 2}, schedule="shifted", shift=3.0),
-    "teacher_8": SamplingSetup("teacher_8", steps=8, cfg=5.0, sampler="stride_flow",
+    "teacher_8": SamplingSetup("teacher_8", steps=8, cfg=TOY_TEACHER_CFG, sampler="stride_flow",
                                sampler_options={"order": 2}, schedule="shifted", shift=3.0),
 }
 

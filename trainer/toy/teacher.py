@@ -16,6 +16,13 @@ import torch
 
 WEIGHTS_PATH = Path(__file__).parent / "assets" / "toy_wan_teacher.safetensors"
 
+# The toy teacher's reference CFG is 3: measured on the shipped teacher (step 11,000, 48 clips, 50
+# steps), CFG 3 against 5 gave the same prompt accuracy (0.854) and Frechet distance (34.4 vs 33.2)
+# with lower warping error (0.012 vs 0.017), higher smoothness and flicker scores, and a mean
+# saturation of 0.26 against 0.38 (held-out data: 0.23). The evaluation presets and the distillation
+# defaults use the same CFG (ComfyUI convention: uncond + cfg * (cond - uncond)).
+TOY_TEACHER_CFG = 3.0
+
 
 @dataclass(frozen=True)
 class TeacherArch:
