@@ -562,23 +562,27 @@ def test_frontend_lists_loads_each_workflow_and_queues_the_same_prompt(comfy_ser
             browser.close()
 
 
+TOY_T2V_WORKFLOWS = [WORKFLOW_DIR / "toy_t2v_4step.json", TOY_T2V]
+
+
 @pytest.mark.comfyui
 @pytest.mark.browser
-def test_frontend_runs_the_toy_t2v_workflow_and_shows_its_animated_preview(comfy_server):
-    _require_toy_teacher()
+@pytest.mark.parametrize("path", TOY_T2V_WORKFLOWS, ids=lambda p: p.stem)
+def test_frontend_runs_the_toy_t2v_workflow_and_shows_its_animated_preview(comfy_server, path):
+    _require_shipped_files(path)
     sync_api = _require_browser()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    workflow = _toy()
+    workflow = load_workflow(path)
     save_id = _by_type(workflow, "SaveAnimatedWEBP")["id"]
     with sync_api.sync_playwright() as playwright:
         browser, page = _open_frontend(playwright, comfy_server)
         try:
             # open it from the template dialog and press Run, as a user would
             _show_pack_templates(page)
-            page.locator(".p-dialog").last.get_by_text(TOY_T2V.stem, exact=True).first.click()
+            page.locator(".p-dialog").last.get_by_text(path.stem, exact=True).first.click()
             page.wait_for_function("(n) => window.app.graph._nodes.length === n", arg=len(workflow["nodes"]),
                                    timeout=60_000)
-            _check_missing_models_dialog(page, TOY_T2V)
+            _check_missing_models_dialog(page, path)
             page.get_by_role("button", name="Run").first.click()
             # the preview appears on the save node once the server reports its output
             page.wait_for_function("""(id) => {
@@ -595,6 +599,6 @@ def test_frontend_runs_the_toy_t2v_workflow_and_shows_its_animated_preview(comfy
                 window.app.graph.setDirtyCanvas(true, true);
             }""", save_id)
             page.wait_for_timeout(800)
-            page.screenshot(path=str(SCREENSHOTS / "toy_t2v_preview.png"))
+            page.screenshot(path=str(SCREENSHOTS / f"{path.stem}_preview.png"))
         finally:
             browser.close()
