@@ -20,13 +20,10 @@ from .config import DistillConfig
 
 
 def student_setup(outcome, method: str, name: str = "student_4"):
-    """How a student of ``method`` is sampled: its own step list, no CFG, the method's sampler."""
-    from ..eval.generate import SamplingSetup
-    from ..methods import method_registry
+    """How the trained student of ``method`` is sampled (its schedule, no CFG, the method's sampler)."""
+    from ..eval.evaluate import student_sampling_setup
 
-    sampler, options = method_registry()[method].student_sampler
-    return SamplingSetup(name, steps=outcome.schedule.steps, cfg=1.0, sampler=sampler, sampler_options=dict(options),
-                         schedule="student", step_list=tuple(outcome.schedule.step_list), shift=outcome.schedule.shift)
+    return student_sampling_setup(method, outcome.schedule.step_list, outcome.schedule.shift, name)
 
 
 def evaluate_student(outcome, cfg: DistillConfig, out_dir: Path) -> list[dict]:

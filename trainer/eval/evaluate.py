@@ -84,18 +84,24 @@ def evaluate_setups(denoiser, setups: list[SamplingSetup], eval_set: EvalSet, ba
     return rows, samples
 
 
-def lora_student_setup(path: Path, name: str = "student") -> SamplingSetup:
-    """How the LoRA's training says to sample it: its step list and shift, no CFG, its method's sampler."""
-    from ..lora.export import read_stride_metadata
+def student_sampling_setup(method: str, step_list, shift: float, name: str) -> SamplingSetup:
+    """How a student of ``method`` is sampled: its own step list and shift, no CFG, its method's sampler."""
     from ..methods import method_registry
 
-    meta = read_stride_metadata(path)
-    if meta["method"] not in method_registry():
-        raise ValueError(f"{path}: trained with unknown method {meta['method']!r}")
-    sampler, options = method_registry()[meta["method"]].student_sampler
-    steps = tuple(meta["student_step_list"])
+    if method not in method_registry():
+        raise ValueError(f"student {name!r}: trained with unknown method {method!r}")
+    sampler, options = method_registry()[method].student_sampler
+    steps = tuple(float(t) for t in step_list)
     return SamplingSetup(name, steps=len(steps), cfg=1.0, sampler=sampler, sampler_options=dict(options),
-                         schedule="student", step_list=steps, shift=meta["shift"])
+                         schedule="student", step_list=steps, shift=float(shift))
+
+
+def lora_student_setup(path: Path, name: str = "student") -> SamplingSetup:
+    """How the LoRA's training says to sample it (its metadata's method, step list and shift)."""
+    from ..lora.export import read_stride_metadata
+
+    meta = read_stride_metadata(path)
+    return student_sampling_setup(meta["method"], meta["student_step_list"], meta["shift"], name)
 
 
 def custom_setup(cfg: EvalConfig) -> SamplingSetup:
