@@ -31,17 +31,17 @@ class PreviewPrompts:
 def sample_student(backend, schedule, method: str, prompts: PreviewPrompts, device: torch.device) -> torch.Tensor:
     """The student's samples for the preview prompts from fixed noise (float32, on the CPU)."""
     from ..backends.base import STUDENT, as_kdiffusion_model
-    from ..methods import method_registry
+    from ..eval.evaluate import student_sampling_setup
     from ..sampling.samplers import sampler_registry
 
-    sampler, options = method_registry()[method].student_sampler
-    options = dict(options)
-    if sampler != "stride_flow":  # samplers that re-noise draw from a seeded stream
+    setup = student_sampling_setup(method, schedule.step_list, schedule.shift, "preview")
+    options = dict(setup.sampler_options)
+    if setup.sampler != "stride_flow":  # samplers that re-noise draw from a seeded stream
         options.setdefault("seed", PREVIEW_SEED)
     sigmas = schedule.sigmas.to(device)
     noise = torch.randn(prompts.latent_shape, generator=torch.Generator().manual_seed(PREVIEW_SEED)).to(device)
     model = as_kdiffusion_model(backend.view(STUDENT), prompts.context.to(device))
-    return sampler_registry()[sampler](model, noise * sigmas[0], sigmas, **options).float().cpu()
+    return sampler_registry()[setup.sampler](model, noise * sigmas[0], sigmas, **options).float().cpu()
 
 
 def write_preview(latents: torch.Tensor, prompts: PreviewPrompts, directory: Path, step: int) -> Path:
