@@ -148,6 +148,31 @@ def test_bench_distill_rows_share_the_sampling_bench_keys(tmp_path, tiny_teacher
     assert set(result["train_seconds"]) == {"adv", "gpd"}
 
 
+def test_bench_distill_keeps_measured_rows_across_a_rerun(tmp_path, tiny_teacher):
+    from trainer.bench.distill import run_distill_bench
+
+    rows_file = tmp_path / "rows.jsonl"
+    base = tiny_config(tmp_path, tiny_teacher, steps=1, batch_size=1)
+    first = run_distill_bench(base, ["adv"], max_clips=4, rows_file=rows_file)
+    lines = rows_file.read_text().splitlines()
+    assert [json.loads(line).get("key") for line in lines[1:]] == ["teacher", "adv"]
+    # mark the stored adv row, and leave a line cut short as a kill would
+    entries = [json.loads(line) for line in lines]
+    entries[2]["rows"][0]["fd"] = 12345.0
+    rows_file.write_text("\n".join(json.dumps(e) for e in entries) + '\n{"key": "gp')
+    second = run_distill_bench(base, ["adv", "gpd"], max_clips=4, rows_file=rows_file)
+    assert [r["name"] for r in second["rows"]] == ["data", "teacher_50_cfg", "teacher_4", "adv", "gpd"]
+    assert second["rows"][3]["fd"] == 12345.0, "the stored adv row was not reused"
+    assert second["rows"][1] == first["rows"][1]
+    assert second["train_seconds"]["adv"] == first["train_seconds"]["adv"]
+    assert [json.loads(line).get("key") for line in rows_file.read_text().splitlines()[1:]] == ["teacher", "adv", "gpd"]
+    # other settings (here the step count) measure everything again
+    third = run_distill_bench(tiny_config(tmp_path, tiny_teacher, steps=2, batch_size=1), ["adv"], max_clips=4,
+                              rows_file=rows_file)
+    assert third["rows"][3]["fd"] != 12345.0
+    assert [json.loads(line).get("key") for line in rows_file.read_text().splitlines()[1:]] == ["teacher", "adv"]
+
+
 def test_real_latents_pair_with_prompts_only_one_to_one():
     import torch
 

@@ -4,13 +4,21 @@ Each variant distils the same teacher for the same number of steps from the same
 4-step student is sampled without CFG on the evaluation prompts and noise and scored like
 ``bench sampling`` rows (same keys), next to the teacher's reference and 4-step rows measured in
 the same run. Variants are data (``VARIANTS``): a method name plus config overrides.
+
+A full run takes about an hour on a CPU, so every row is appended to a JSON-lines file as soon as
+it is measured (``--rows-file``, default ``runs/bench/distill_rows.jsonl``) and printed to stderr.
+Run the same command again after a crash or Ctrl-C and it keeps the rows already measured with the
+same settings (the file's first line holds them) and trains only the missing variants; other
+settings start the file afresh (``--fresh`` always does).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +46,57 @@ def variant_config(base, name: str, state_root: Path):
                                state_dir=state_root / name, out=state_root / "out", **{method: method_cfg})
 
 
-def run_distill_bench(base, variants: list[str], repeats: int = 1, max_clips: int | None = None) -> dict:
+def bench_settings(base, repeats: int, max_clips: int | None) -> dict:
+    """What decides every row besides the variant: rows measured under other settings are not reused."""
+    from ..config import config_to_dict
+    from ..toy.teacher import WEIGHTS_PATH
+
+    teacher = Path(base.teacher) if base.teacher else WEIGHTS_PATH
+    digest = hashlib.sha256(teacher.read_bytes()).hexdigest() if teacher.is_file() else None
+    return {"config": config_to_dict(dataclasses.replace(base, out=Path("."), state_dir=None, progress=False)),
+            "teacher_sha256": digest, "repeats": repeats, "max_clips": max_clips}
+
+
+class RowsFile:
+    """The rows measured so far, one JSON object per line after a settings line; ``None`` path: memory only."""
+
+    def __init__(self, path: Path | None, settings: dict, fresh: bool = False):
+        self.path, self.entries = path, []
+        if path is None:
+            return
+        path = Path(path)
+        lines = [] if fresh or not path.exists() else path.read_text().splitlines()
+        if lines and json.loads(lines[0]) == {"settings": settings}:
+            for line in lines[1:]:
+                try:
+                    self.entries.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a kill: measured again
+                    break
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as f:  # rewrite: drops a stale file and any cut-short line
+            f.write(json.dumps({"settings": settings}) + "\n")
+            for entry in self.entries:
+                f.write(json.dumps(entry) + "\n")
+
+    def get(self, key: str) -> dict | None:
+        return next((e for e in self.entries if e["key"] == key), None)
+
+    def add(self, key: str, **values) -> None:
+        entry = {"key": key, **values}
+        self.entries.append(entry)
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+
+
+def _announce(rows: list[dict]) -> None:
+    for row in rows:
+        print(f"bench distill: {row['name']}: fd {row['fd']:.2f}  prompt_acc {row['prompt_acc']:.3f}  "
+              f"motion_acc {row['motion_acc']:.3f}  saturation {row['saturation_mean']:.3f}", file=sys.stderr, flush=True)
+
+
+def run_distill_bench(base, variants: list[str], repeats: int = 1, max_clips: int | None = None,
+                      rows_file: Path | None = None, fresh: bool = False) -> dict:
     from ..backends.base import STUDENT, TEACHER
     from ..distill.job import student_setup
     from ..distill.loop import distill
@@ -49,23 +107,29 @@ def run_distill_bench(base, variants: list[str], repeats: int = 1, max_clips: in
     if unknown:
         raise ValueError(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     eval_set = EvalSet(repeats=repeats, max_clips=max_clips)
-    rows, train_seconds = [], {}
+    done = RowsFile(rows_file, bench_settings(base, repeats, max_clips), fresh)
     with tempfile.TemporaryDirectory(prefix="stride_bench_distill_") as tmp:
-        for index, name in enumerate(variants):
+        for name in variants:
+            if done.get(name) is not None:
+                continue
             cfg = variant_config(base, name, Path(tmp))
             t0 = time.perf_counter()
             outcome = distill(cfg)
-            train_seconds[name] = round(time.perf_counter() - t0, 1)
+            seconds = round(time.perf_counter() - t0, 1)
             with torch.no_grad():
-                if index == 0:  # the teacher rows, once, from the same base weights
+                if done.get("teacher") is None:  # the teacher rows, once, from the same base weights
                     teacher_rows, _ = evaluate_setups(outcome.backend.view(TEACHER),
                                                       [PRESET_SETUPS["teacher_50_cfg"], PRESET_SETUPS["teacher_4"]],
                                                       eval_set)
-                    rows.extend(teacher_rows)
+                    done.add("teacher", rows=teacher_rows)
+                    _announce(teacher_rows[1:])
                 student_rows, _ = evaluate_setups(outcome.backend.view(STUDENT),
                                                   [student_setup(outcome, cfg.method, name)], eval_set)
-            rows.append(student_rows[1])
+            done.add(name, rows=[student_rows[1]], train_seconds=seconds)
+            _announce(student_rows[1:])
             del outcome
+    rows = [*(done.get("teacher") or {"rows": []})["rows"], *(done.get(n)["rows"][0] for n in variants)]
+    train_seconds = {n: done.get(n)["train_seconds"] for n in variants}
     rows = [{key: row[key] for key in ROW_KEYS} | {k: v for k, v in row.items() if k not in ROW_KEYS} for row in rows]
     return {"steps": base.steps, "batch_size": base.batch_size, "seed": base.seed, "clips_per_row": len(eval_set.attributes()),
             "train_seconds": train_seconds, "rows": rows, "ratios": speedups(rows)}
@@ -78,6 +142,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--rows-file", type=Path, default=Path("runs/bench/distill_rows.jsonl"),
+                        help="rows are appended here as they are measured; a rerun with the same settings reuses them")
+    parser.add_argument("--fresh", action="store_true", help="measure every row again even if --rows-file has it")
     parser.add_argument("--json", action="store_true")
     add_dataclass_flags(parser, DistillConfig)
 
@@ -87,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
     from ..distill.config import DistillConfig
 
     base = load_config(DistillConfig, args, args.config)
-    result = run_distill_bench(base, [v for v in args.variants.split(",") if v], args.repeats)
+    result = run_distill_bench(base, [v for v in args.variants.split(",") if v], args.repeats,
+                               rows_file=args.rows_file, fresh=args.fresh)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
