@@ -9,6 +9,7 @@ when training finishes, so a half-written file never exists there.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -115,7 +116,6 @@ class StrideDistillLoRA(io.ComfyNode):
         from ..trainer.distill.data import EmbeddingData
         from ..trainer.distill.loop import distill, export_student
         from ..trainer.lora.inject import LoraSpec
-        from ..trainer.methods.adv import AdvConfig
         from ..trainer.sampling.schedules import parse_step_list
 
         _check_save_name(save_name)
@@ -146,8 +146,9 @@ class StrideDistillLoRA(io.ComfyNode):
         loras_dir = Path(folder_paths.get_folder_paths("loras")[0])
         state_dir = Path(folder_paths.get_user_directory()) / "stride_distill" / save_name
         with torch.inference_mode(False):
-            adv = AdvConfig(generator_lr=learning_rate, critic_lr=learning_rate, generator_every=2,
-                            teacher_cfg=teacher_cfg, adaptive_regression=real is not None)
+            # the headless job's ADV settings (update ratio, DMD noise range, ...) with the node's rate and CFG
+            adv = dataclasses.replace(DistillConfig().adv, generator_lr=learning_rate, critic_lr=learning_rate,
+                                      teacher_cfg=teacher_cfg, adaptive_regression=real is not None)
             cfg = DistillConfig(method=method, name=save_name, steps=iterations, batch_size=samples.shape[0], seed=seed,
                                 student_step_list=step_list, shift=shift, lora_rank=rank, lora_alpha=float(rank),
                                 critic_rank=rank, state_dir=state_dir, out=loras_dir, checkpoint_every=max(1, min(50, iterations // 4)),

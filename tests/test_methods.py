@@ -198,6 +198,17 @@ def test_gpd_stages_jumps_and_cfg_annealing():
     assert (grid[1:] < grid[:-1]).all() and grid[-1] == 0
 
 
+def test_gpd_default_stage_length_fits_every_stage_into_the_run():
+    auto = GpdConfig(num_stages=4)
+    with pytest.raises(ValueError, match="for_run"):
+        auto.stage_of(0)
+    fitted = auto.for_run(400)
+    assert fitted.stage_steps == 100
+    assert [fitted.stage_of(s) for s in (0, 99, 100, 299, 300, 399)] == [0, 0, 1, 2, 3, 3]
+    assert GpdConfig(num_stages=4, stage_steps=150).for_run(400).stage_steps == 150  # explicit lengths are kept
+    assert GpdConfig(num_stages=4).for_run(2).stage_steps == 1
+
+
 def test_gpd_train_step_reports_stage_and_cfg_at_boundaries():
     method = GpdMethod(MethodContext(make_backend(), SCHEDULE), GpdConfig(num_stages=3, stage_steps=1))
     seen = [method.train_step(toy_batch(s), s) for s in range(3)]
@@ -259,7 +270,7 @@ def test_gpd_later_stage_target_uses_the_frozen_previous_student_then_the_teache
 
 
 def test_gpd_real_start_point_needs_real_latents():
-    method = GpdMethod(MethodContext(make_backend(), SCHEDULE), GpdConfig(start_point="real"))
+    method = GpdMethod(MethodContext(make_backend(), SCHEDULE), GpdConfig(start_point="real", stage_steps=150))
     with pytest.raises(ValueError, match="real latents"):
         method.train_step(toy_batch(0, real=False), 0)
     assert math.isfinite(method.train_step(toy_batch(0), 0)["loss"])

@@ -163,6 +163,8 @@ def distill(cfg: DistillConfig, stop_check=None, on_step=None, backend=None, dat
         raise ValueError(f"unknown method {cfg.method!r}; known: {', '.join(sorted(registry))}")
     method_cls = registry[cfg.method]
     method_cfg = getattr(cfg, cfg.method, None) or method_cls.config_class()
+    if hasattr(method_cfg, "for_run"):  # settings that depend on the run's length (GPD's stage length)
+        method_cfg = method_cfg.for_run(cfg.steps)
     method = method_cls(MethodContext(backend, schedule, dist.sync_gradients), method_cfg)
     data = data if data is not None else build_data(cfg, dist.rank)
 

@@ -4,8 +4,8 @@ Stages run over a fine teacher grid: the student's sigmas with every interval su
 ``first_stage_jump * 2**(num_stages - 1)`` times in the unshifted timestep and warped by the
 student's shift (so every student sigma is on the grid). Stage ``s`` trains jumps of
 ``k = first_stage_jump * 2**s`` fine intervals; the last stage's jumps are the student's own step
-list. The stage is ``step // stage_steps`` (capped at the last), so stage boundaries are a pure
-function of the step and survive a resume. The same LoRA continues from stage to stage.
+list. The stage is ``step // stage_steps`` (capped at the last; ``stage_steps`` 0 splits the run's
+steps evenly), so stage boundaries are a pure function of the step and the run length and survive a resume. The same LoRA continues from stage to stage.
 
 One iteration:
 1. start point ``x_i`` at a random stage-grid sigma: from pure noise, the current student's own
@@ -32,6 +32,7 @@ size) travels in this method's ``state_dict``.
 from __future__ import annotations
 
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +51,9 @@ class GpdConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     num_stages: int = 4
-    stage_steps: int = 150  # iterations per stage ("about 150" in the report)
+    # iterations per stage ("about 150" in the report); 0: the run's steps split evenly over the stages,
+    # so a short run still reaches the last stage, whose jumps are the student's own step list
+    stage_steps: int = 0
     first_stage_jump: int = 1  # fine (teacher) intervals per student jump in the first stage
     cfg_start: float = 6.0  # teacher CFG of the first stage (ComfyUI convention)
     cfg_end: float = 1.5  # ... of the last stage, linear in between
@@ -62,8 +65,8 @@ class GpdConfig:
     temporal_freq_gamma: float = 1.0
 
     def __post_init__(self):
-        if self.num_stages < 1 or self.stage_steps < 1 or self.first_stage_jump < 1:
-            raise ValueError("num_stages, stage_steps and first_stage_jump must be >= 1")
+        if self.num_stages < 1 or self.stage_steps < 0 or self.first_stage_jump < 1:
+            raise ValueError("num_stages and first_stage_jump must be >= 1, stage_steps >= 0 (0: steps / num_stages)")
         if self.start_point not in START_POINTS:
             raise ValueError(f"start_point must be one of {sorted(START_POINTS)}, got {self.start_point!r}")
         if min(self.cfg_start, self.cfg_end) < 1.0:
@@ -71,6 +74,12 @@ class GpdConfig:
         if min(self.freq_weight, self.temporal_freq_weight, self.freq_gamma, self.temporal_freq_gamma,
                self.freq_focal_alpha) < 0:
             raise ValueError("frequency weights and exponents must be >= 0")
+
+    def for_run(self, total_steps: int) -> "GpdConfig":
+        """With ``stage_steps`` 0, the stage length that fits ``num_stages`` into ``total_steps``."""
+        if self.stage_steps:
+            return self
+        return dataclasses.replace(self, stage_steps=max(1, total_steps // self.num_stages))
 
     @property
     def fine_per_student_interval(self) -> int:
@@ -81,6 +90,8 @@ class GpdConfig:
         return self.first_stage_jump * 2 ** stage
 
     def stage_of(self, step: int) -> int:
+        if self.stage_steps < 1:
+            raise ValueError("stage_steps is 0 (auto): resolve it with for_run(total_steps) first")
         return min(step // self.stage_steps, self.num_stages - 1)
 
     def teacher_cfg(self, stage: int) -> float:
