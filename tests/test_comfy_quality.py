@@ -6,7 +6,8 @@ Opt-in: it trains twice at the toy budget (minutes each on a CPU). Run it with
 ``STRIDE_QUALITY=1 COMFYUI_PATH=... pytest -m comfyui tests/test_comfy_quality.py -s``; the
 budget is ``STRIDE_QUALITY_STEPS`` (default 400, the main job's). It needs the shipped toy teacher.
 Both runs use the same recipe: ADV, the 96 toy prompts, one real toy clip per prompt (paired),
-batch 4, rank 16, learning rate 1e-4, teacher CFG 5, seed 0.
+batch 4, rank 16, seed 0, and the headless job's defaults (``DistillConfig()``) for the student step
+list, shift, learning rate and teacher CFG.
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ def _node_lora(comfy_server, recipe) -> "Path":
     sys.path.insert(0, str(require_comfyui()))
     import comfy.latent_formats
 
+    defaults = DistillConfig()
+    if defaults.adv.generator_lr != defaults.adv.critic_lr:
+        pytest.fail("the node has one learning rate; the headless defaults must use one too for a like-for-like run")
+
     comfy_latent = comfy.latent_formats.Wan21().process_out(recipe["real"].clone())
     inputs = comfy_server.base_dir / "input"
     inputs.mkdir(parents=True, exist_ok=True)
@@ -85,8 +90,9 @@ def _node_lora(comfy_server, recipe) -> "Path":
         "real": {"class_type": "LoadLatent", "inputs": {"latent": "quality_real.latent"}},
         "distill": {"class_type": "StrideDistillLoRA", "inputs": {
             "model": ["teacher", 0], "positive": ["pos", 0], "negative": ["neg", 0], "latent": ["latent", 0],
-            "real_latents": ["real", 0], "method": "adv", "student_steps": "1000,900,757,522", "shift": 5.0,
-            "iterations": STEPS, "rank": 16, "learning_rate": 1e-4, "teacher_cfg": DistillConfig().adv.teacher_cfg, "seed": 0,
+            "real_latents": ["real", 0], "method": "adv", "student_steps": ",".join(f"{t:g}" for t in defaults.student_step_list),
+            "shift": defaults.shift, "iterations": STEPS, "rank": 16, "learning_rate": defaults.adv.generator_lr,
+            "teacher_cfg": defaults.adv.teacher_cfg, "seed": 0,
             "save_name": "quality_node"}},
     }
     entry = comfy_server.run(graph, timeout=6 * 3600)

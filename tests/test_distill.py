@@ -248,3 +248,42 @@ def test_prompt_file_trains_and_previews_are_written_as_the_run_goes(tmp_path, t
     assert torch.equal(again, sample_student(toy.backend, toy.schedule, "adv", prompts_toy, torch.device("cpu")))
     with pytest.raises(ValueError, match="preview_every"):
         DistillConfig(preview_every=-1)
+
+
+def test_report_reuses_the_teacher_rows_bench_sampling_recorded_and_only_an_exact_match(tmp_path, tiny_teacher,
+                                                                                          monkeypatch):
+    import dataclasses
+
+    from trainer.bench.sampling import run_sampling_bench
+    from trainer.distill.job import teacher_reference
+    from trainer.eval import reference
+    from trainer.eval.generate import EvalSet
+
+    cfg = tiny_config(tmp_path, tiny_teacher, steps=1)
+    backend = distill(cfg).backend
+    eval_set = EvalSet(max_clips=3)
+    # nothing recorded: measured here, and recorded in the user cache
+    measured, samples, source = teacher_reference(backend, cfg, eval_set)
+    assert source == "teacher rows measured in this run"
+    assert [r["name"] for r in measured] == ["teacher_50_cfg", "teacher_4"] and samples["teacher_4"][0].shape[0] == 3
+    # bench sampling's rows for the same teacher file and settings are the same numbers, and it records them
+    bench = run_sampling_bench(teacher=tiny_teacher, bf16=False, max_clips=3, lora=None,
+                               save_reference=tmp_path / "shipped.json")
+    bench_rows = {r["name"]: r for r in bench["rows"]}
+    for row in measured:
+        assert bench_rows[row["name"]]["fd"] == row["fd"] and bench_rows[row["name"]]["flicker"] == row["flicker"]
+    record = json.loads((tmp_path / "shipped.json").read_text())
+    record["setups"]["teacher_50_cfg"]["row"]["fd"] = 12345.0  # mark it: a reused row carries the mark
+    (tmp_path / "shipped.json").write_text(json.dumps(record))
+    reference.cache_path(record["key"]["teacher_sha256"]).unlink()
+    monkeypatch.setattr(reference, "SHIPPED_REFERENCE", tmp_path / "shipped.json")
+    reused, samples, source = teacher_reference(backend, cfg, eval_set)
+    assert reused[0]["fd"] == 12345.0 and "reused" in source and "bench sampling" in source
+    assert samples["teacher_50_cfg"][0].shape == (3, 3, 9, 32, 32)  # the report's clips are still sampled
+    # any other setting finds no record: another eval set, or reuse switched off; another dtype neither
+    no_reuse = dataclasses.replace(cfg, reuse_reference=False)
+    for other_cfg, other_set in ((cfg, EvalSet(max_clips=2)), (no_reuse, eval_set)):
+        rows, _, source = teacher_reference(backend, other_cfg, other_set)
+        assert source == "teacher rows measured in this run" and rows[0]["fd"] != 12345.0
+    key = reference.record_key(record["key"]["teacher_sha256"], eval_set, 32, True)
+    assert reference.find_rows(key, [], [tmp_path / "shipped.json"]) is None

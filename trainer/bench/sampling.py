@@ -47,10 +47,26 @@ def student_setups(lora: Path, switch_index: int, interpolator: str = "learned")
     return [full, interp]
 
 
+def record_teacher_rows(teacher: Path | None, eval_set: EvalSet, batch_size: int, bf16: bool,
+                        setups: list[SamplingSetup], rows: list[dict], extra: Path | None = None) -> list[Path]:
+    """Record the teacher rows for reuse (``trainer.eval.reference``): in the user cache, and in ``extra``."""
+    from ..eval import reference
+    from ..toy.teacher import WEIGHTS_PATH
+
+    teacher_file = Path(teacher) if teacher else WEIGHTS_PATH
+    if not teacher_file.is_file():
+        return []
+    key = reference.record_key(reference.file_sha256(teacher_file), eval_set, batch_size, bf16)
+    places = [reference.cache_path(key["teacher_sha256"]), *([Path(extra)] if extra else [])]
+    return [reference.save_rows(place, key, setups, rows, "python -m trainer bench sampling") for place in places]
+
+
 def run_sampling_bench(teacher: Path | None = None, repeats: int = 1, batch_size: int = 32, bf16: bool = True,
-                       lora: Path | None = None, switch_index: int = 2, max_clips: int | None = None) -> dict:
+                       lora: Path | None = None, switch_index: int = 2, max_clips: int | None = None,
+                       save_reference: Path | None = None) -> dict:
     """Teacher rows from the bare teacher, then (with ``lora``) student rows from the same teacher
-    with the LoRA loaded, all on one ``EvalSet``; the data row is shared."""
+    with the LoRA loaded, all on one ``EvalSet``; the data row is shared. The teacher rows are
+    recorded for the distillation report to reuse (user cache, and ``save_reference``)."""
     from ..backends.diffusers_wan import DiffusersWanDenoiser
     from ..lora.export import load_comfy_lora_into_diffusers
     from ..toy.teacher import load_teacher_any
@@ -59,6 +75,7 @@ def run_sampling_bench(teacher: Path | None = None, repeats: int = 1, batch_size
     eval_set = EvalSet(repeats=repeats, max_clips=max_clips)
     setups = [PRESET_SETUPS[name] for name in ("teacher_50_cfg", "teacher_4", "teacher_8")]
     rows, _ = evaluate_setups(DiffusersWanDenoiser(load_teacher_any(teacher), dtype), setups, eval_set, batch_size)
+    record_teacher_rows(teacher, eval_set, batch_size, bf16, setups, rows, save_reference)
     ratios = {}
     if lora is not None:
         model = load_teacher_any(teacher)
@@ -82,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--switch-index", type=int, default=2,
                         help="interpolated student row: steps run on every second latent frame before interpolating")
     parser.add_argument("--max-clips", type=int, default=None, help="score only the first N clips (quick checks)")
+    parser.add_argument("--save-reference", type=Path, default=None,
+                        help="also record the teacher rows here for reuse by the distillation report "
+                             "(scripts/ship_toy_models.sh writes trainer/toy/assets/teacher_reference.json)")
     parser.add_argument("--json", action="store_true")
 
 
@@ -101,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     result = run_sampling_bench(args.teacher, args.repeats, args.batch_size, lora=resolve_lora(args.lora),
-                                switch_index=args.switch_index, max_clips=args.max_clips)
+                                switch_index=args.switch_index, max_clips=args.max_clips,
+                                save_reference=args.save_reference)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

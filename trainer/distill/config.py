@@ -45,6 +45,7 @@ class DistillConfig:
     checkpoint_every: int = 50
     preview_every: int = 100  # student samples of fixed prompts and noise into <out>/<name>_previews (0: off)
     eval_repeats: int = 1  # toy report: clips per row = 96 x repeats (0: no evaluation)
+    reuse_reference: bool = True  # toy report: teacher rows from bench sampling's matching record, if any
     bf16: bool = True  # bf16 autocast (CUDA or CPU); LoRA weights and optimizer state stay fp32
     gradient_checkpointing: bool = False
     threads: int = 0

@@ -4,7 +4,9 @@ The job the README's first command runs: with no arguments it distils the shippe
 into a 4-step LoRA (ADV method), writes ``<out>/<name>.safetensors`` in ComfyUI's LoRA keys with
 Stride metadata, and (toy teacher only) an HTML report that samples the teacher at 50 steps with
 CFG, the teacher at 4 steps and the student at 4 steps without CFG on the same prompts and noise,
-with a metrics table and frame grids.
+with a metrics table and frame grids. The teacher's rows are reused from ``bench sampling``'s record
+when it matches this teacher and these settings exactly (``trainer.eval.reference``; five minutes
+of a CPU run), and measured otherwise.
 """
 
 from __future__ import annotations
@@ -26,23 +28,51 @@ def student_setup(outcome, method: str, name: str = "student_4"):
     return student_sampling_setup(method, outcome.schedule.step_list, outcome.schedule.shift, name)
 
 
-def evaluate_student(outcome, cfg: DistillConfig, out_dir: Path) -> list[dict]:
-    """Teacher (50 steps + CFG, 4 steps) and student rows on the toy domain; writes the report."""
-    from ..backends.diffusers_wan import DiffusersWanDenoiser
-    from ..backends.base import STUDENT, TEACHER
+def teacher_reference(backend, cfg: DistillConfig, eval_set) -> tuple[list[dict], dict, str]:
+    """The teacher's rows (50 steps + CFG, 4 steps) and report samples, and where the rows come from.
+
+    Rows recorded by ``bench sampling`` for this exact teacher file and evaluation settings are
+    reused (``trainer.eval.reference``) and only the clips the report shows are sampled; otherwise
+    every clip is sampled and scored, and the rows are recorded in the user cache for next time."""
+    from ..backends.base import TEACHER
+    from ..eval import reference
     from ..eval.evaluate import PRESET_SETUPS, evaluate_setups
+    from ..eval.generate import EvalSet, generate
+    from ..eval.report import MAX_CLIPS_SHOWN
+    from ..toy.teacher import WEIGHTS_PATH
+
+    setups = [PRESET_SETUPS["teacher_50_cfg"], PRESET_SETUPS["teacher_4"]]
+    teacher_file = Path(cfg.teacher) if cfg.teacher else WEIGHTS_PATH
+    key = reference.record_key(reference.file_sha256(teacher_file), eval_set, 32, cfg.bf16)
+    found = reference.find_rows(key, setups) if cfg.reuse_reference else None
+    if found is not None:
+        rows, where = found
+        shown = EvalSet(eval_set.repeats, eval_set.seed, 
+                        min(MAX_CLIPS_SHOWN, len(eval_set.attributes())))
+        prompts = [a.prompt for a in shown.attributes()]
+        samples = {s.name: (generate(backend.view(TEACHER), s, prompts, shown.clip_seeds())[0], prompts) for s in setups}
+        return rows, samples, f"teacher rows reused from {where}; report clips sampled here"
+    rows, samples = evaluate_setups(backend.view(TEACHER), setups, eval_set)
+    reference.save_rows(reference.cache_path(key["teacher_sha256"]), key, setups, rows, "python -m trainer distill")
+    return rows[1:], {k: v for k, v in samples.items() if k != "data"}, "teacher rows measured in this run"
+
+
+def evaluate_student(outcome, cfg: DistillConfig, out_dir: Path) -> list[dict]:
+    """Data, teacher (50 steps + CFG, 4 steps) and student rows on the toy domain; writes the report."""
+    from ..backends.base import STUDENT
+    from ..eval.evaluate import evaluate_setups
     from ..eval.generate import EvalSet
     from ..eval.report import write_html_report
 
     backend = outcome.backend
     eval_set = EvalSet(repeats=cfg.eval_repeats)
-    teacher_rows, teacher_samples = evaluate_setups(
-        backend.view(TEACHER), [PRESET_SETUPS["teacher_50_cfg"], PRESET_SETUPS["teacher_4"]], eval_set)
+    teacher_rows, teacher_samples, teacher_source = teacher_reference(backend, cfg, eval_set)
     student_rows, student_samples = evaluate_setups(backend.view(STUDENT), [student_setup(outcome, cfg.method)], eval_set)
-    rows = teacher_rows + student_rows[1:]  # one data row
-    samples = {**teacher_samples, **{k: v for k, v in student_samples.items() if k != "data"}}
+    rows = student_rows[:1] + teacher_rows + student_rows[1:]
+    samples = {"data": student_samples["data"], **teacher_samples, "student_4": student_samples["student_4"]}
     notes = json.dumps({"method": cfg.method, "steps": outcome.steps_done, "train_seconds": round(outcome.seconds, 1),
-                        "student_step_list": list(outcome.schedule.step_list), "shift": outcome.schedule.shift}, indent=1)
+                        "student_step_list": list(outcome.schedule.step_list), "shift": outcome.schedule.shift,
+                        "teacher_rows": teacher_source}, indent=1)
     write_html_report(out_dir / f"{cfg.name}_report.html", f"Stride distillation: {cfg.name}", rows, samples,
                       notes=notes, json_path=out_dir / f"{cfg.name}_report.json")
     return rows
