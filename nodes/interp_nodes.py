@@ -19,7 +19,7 @@ from comfy_api.latest import io
 from ..trainer.interp.latent import check_video_latent, interpolate_latent
 from ..trainer.interp.model import (DEFAULT_WEIGHTS_PATH, INTERPOLATION_METHODS, LatentInterpolator,
                                     load_interpolator, resolve_interpolator)
-from ..trainer.sampling.interpolated import BASE_SAMPLER_OPTIONS
+from ..trainer.sampling.interpolated import BASE_SAMPLER_OPTIONS, TEMPORAL_POSITIONS
 from .sampling_nodes import make_sampler
 
 CATEGORY = "Stride/interpolation"
@@ -137,6 +137,10 @@ class StrideInterpolatedSampler(io.ComfyNode):
                 io.Combo.Input("method", options=list(INTERPOLATION_METHODS), default="linear",
                                tooltip="how the half-length x0 prediction is brought back to full length"),
                 io.Combo.Input("base_sampler", options=list(BASE_SAMPLER_OPTIONS), default="stride_consistency"),
+                io.Combo.Input("temporal_positions", options=list(TEMPORAL_POSITIONS), default="strided",
+                               tooltip="strided: the half-length steps number their frames 0, 2, 4, ... (their places "
+                               "in the full clip), so motion keeps its speed; contiguous: 0, 1, 2, ... (halves the speed "
+                               "of motion; for models without strided positions, which Wan has)"),
                 _interpolator_input("a loaded interpolator; when connected it is used whatever the method"),
             ],
             outputs=[io.Sampler.Output()],
@@ -144,13 +148,13 @@ class StrideInterpolatedSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, switch_index: int, gamma: float, noise_seed: int, method: str, base_sampler: str,
-                interpolator: LatentInterpolator | None = None) -> io.NodeOutput:
+                temporal_positions: str = "strided", interpolator: LatentInterpolator | None = None) -> io.NodeOutput:
         if interpolator is None and method == "learned":
             interpolator = load_interpolator()  # once here, not once per sampling run
         chosen = interpolator if interpolator is not None else method
         resolve_interpolator(chosen)  # an unknown method fails now, not in the middle of sampling
         options = {"switch_index": switch_index, "gamma": gamma, "seed": noise_seed, "interpolator": chosen,
-                   "base_sampler": base_sampler}
+                   "base_sampler": base_sampler, "temporal_positions": temporal_positions}
         return io.NodeOutput(make_sampler("stride_interpolated", **options))
 
 

@@ -36,15 +36,29 @@ def guided_x0(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, context:
     return uncond + cfg * (cond - uncond)
 
 
+def denoiser_module(denoiser) -> torch.nn.Module | None:
+    """The network behind a Denoiser (a diffusers denoiser's model, a role view's backend model)."""
+    for owner in (denoiser, getattr(denoiser, "backend", None)):
+        module = getattr(owner, "model", None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    return None
+
+
 def as_kdiffusion_model(denoiser: Denoiser, context: torch.Tensor, negative: torch.Tensor | None = None,
                         cfg: float = 1.0):
-    """A ``model(x, sigma_batch, **extra) -> x0`` callable for the samplers (flow convention)."""
+    """A ``model(x, sigma_batch, **extra) -> x0`` callable for the samplers (flow convention); a
+    ``model_options["transformer_options"]`` frame stride (``sampling.positions``) is honoured."""
     if negative is not None and negative.shape != context.shape:
         raise ValueError(f"negative conditioning {tuple(negative.shape)} does not match positive {tuple(context.shape)}")
 
-    def model(x: torch.Tensor, sigma: torch.Tensor, **_extra) -> torch.Tensor:
+    def model(x: torch.Tensor, sigma: torch.Tensor, model_options: dict | None = None, **_extra) -> torch.Tensor:
+        from ..sampling.positions import frame_stride, strided_positions
+
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
-        return guided_x0(denoiser, x, sigma, context, negative, cfg)
+        stride = frame_stride((model_options or {}).get("transformer_options"))
+        with strided_positions(denoiser_module(denoiser), stride):
+            return guided_x0(denoiser, x, sigma, context, negative, cfg)
 
     return model
 

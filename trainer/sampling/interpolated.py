@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..interp.model import LatentInterpolator, resolve_interpolator
+from .positions import with_frame_stride
 from .samplers import NoiseScaling, SAMPLERS, flow_noise_scaling, noise_coefficients, validate_sigmas
 
 # base sampler name -> the options it takes from this sampler's (gamma, seed)
@@ -28,6 +29,9 @@ BASE_SAMPLER_OPTIONS = {
     "stride_consistency": lambda gamma, seed: {"gamma": gamma, "seed": seed},
     "stride_flow": lambda gamma, seed: {},
 }
+
+# temporal_positions -> the spacing of the subsampled frames' positions
+TEMPORAL_POSITIONS = {"strided": 2, "contiguous": 1}
 
 # the seed of each random stream, as an offset from the sampler's seed: the half-length phase,
 # the re-noising at the switch and the full-length phase never share noise
@@ -47,6 +51,7 @@ def sample_stride_interpolated(
     gamma: float = 1.0,
     seed: int | None = None,
     noise_scaling: NoiseScaling | None = None,
+    temporal_positions: str = "strided",
 ) -> torch.Tensor:
     """Run steps ``0 .. switch_index - 1`` on ``x[:, :, ::2]``, interpolate, finish at full length.
 
@@ -62,10 +67,15 @@ def sample_stride_interpolated(
     ``seed`` (or ``extra_args["seed"]``, which ComfyUI fills) seeds three separate streams, one
     per phase and one for the switch; with neither, the global RNG is used. The callback sees
     half-length ``x`` and ``denoised`` for the first steps, except the last of them, whose
-    ``denoised`` is reported interpolated to full length.
+    ``denoised`` is reported interpolated to full length. ``temporal_positions`` ``strided`` (the
+    default) numbers the subsampled frames 0, 2, 4, ... so the model generates them at their places
+    in the full clip (``positions.py``; Wan models); ``contiguous`` numbers them 0, 1, 2, ... as a
+    short clip, which halves the speed of every motion once interpolated.
     """
     if base_sampler not in BASE_SAMPLER_OPTIONS:
         raise ValueError(f"unknown base sampler {base_sampler!r}; known: {', '.join(BASE_SAMPLER_OPTIONS)}")
+    if temporal_positions not in TEMPORAL_POSITIONS:
+        raise ValueError(f"temporal_positions must be one of {', '.join(TEMPORAL_POSITIONS)}, got {temporal_positions!r}")
     extra_args = {} if extra_args is None else extra_args
     sigmas = validate_sigmas(sigmas).to(x.device)
     steps = len(sigmas) - 1
@@ -97,7 +107,8 @@ def sample_stride_interpolated(
         elif callback is not None:
             callback(info)
 
-    sample_fn(model, x[:, :, ::2], sigmas[: switch_index + 1], extra_args=extra_args, callback=subsampled_callback,
+    subsampled_args = with_frame_stride(extra_args, TEMPORAL_POSITIONS[temporal_positions])
+    sample_fn(model, x[:, :, ::2], sigmas[: switch_index + 1], extra_args=subsampled_args, callback=subsampled_callback,
               disable=disable, noise_scaling=noise_scaling, **options("subsampled"))
 
     # 2. interpolate the x0 prediction to full length and re-noise it to the next sigma
