@@ -4,7 +4,7 @@ and motion accuracy), both scored by ``python -m trainer eval`` on the same clip
 
 Opt-in: it trains twice at the toy budget (minutes each on a CPU). Run it with
 ``STRIDE_QUALITY=1 COMFYUI_PATH=... pytest -m comfyui tests/test_comfy_quality.py -s``; the
-budget is ``STRIDE_QUALITY_STEPS`` (default 400, the main job's). It needs the shipped toy teacher.
+budget is ``STRIDE_QUALITY_STEPS`` (default: the main job's, ``DistillConfig().steps``). It needs the shipped toy teacher.
 Both runs use the same recipe: ADV, the 96 toy prompts, one real toy clip per prompt (paired),
 batch 4, rank 16, seed 0, and the headless job's defaults (``DistillConfig()``) for the student step
 list, shift, learning rate and teacher CFG.
@@ -19,10 +19,11 @@ import pytest
 import torch
 
 from comfy_harness import execution_error
+from trainer.distill.config import DistillConfig
 
 pytestmark = pytest.mark.comfyui
 
-STEPS = int(os.environ.get("STRIDE_QUALITY_STEPS", "400"))
+STEPS = int(os.environ.get("STRIDE_QUALITY_STEPS", "0")) or DistillConfig().steps
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,6 @@ def recipe(tmp_path_factory):
 
 
 def _headless_lora(recipe) -> "Path":
-    from trainer.distill.config import DistillConfig
     from trainer.distill.loop import distill, export_student
 
     cfg = DistillConfig(name="quality_headless", steps=STEPS, batch_size=4, seed=0, lora_rank=16, lora_alpha=16.0,
@@ -66,7 +66,6 @@ def _node_lora(comfy_server, recipe) -> "Path":
     from safetensors.torch import save_file
 
     from comfy_harness import require_comfyui
-    from trainer.distill.config import DistillConfig
 
     # the real clips as a LATENT file in ComfyUI's Wan 2.1 space (LoadLatent reads input/*.latent);
     # ComfyUI's own latent format maps the codec latents there, as StrideToyEncode does in a graph

@@ -66,7 +66,7 @@ def test_training_changes_only_lora_and_resume_continues_exactly(tmp_path, tiny_
 def test_export_writes_comfy_keys_and_metadata(tmp_path, tiny_teacher):
     from trainer.lora.export import read_stride_metadata
 
-    cfg = tiny_config(tmp_path, tiny_teacher, steps=2)
+    cfg = tiny_config(tmp_path, tiny_teacher, steps=2, student_step_list=(1000.0, 900.0, 757.0, 522.0), shift=5.0)
     outcome = distill(cfg)
     path = export_student(outcome, cfg, tmp_path / "out" / "student.safetensors", {"fd": 1.0})
     keys = load_file(str(path)).keys()

@@ -4,6 +4,8 @@ The ComfyUI side is checked against ComfyUI's own Wan in tests/test_comfy_equiva
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -86,3 +88,32 @@ def test_only_the_half_length_steps_get_strided_positions(positions, half_stride
                                temporal_positions=positions)
     assert calls == [(5, half_stride), (5, half_stride), (9, 1), (9, 1)]
 
+
+
+def test_strided_interpolated_sampling_keeps_the_toy_students_motion():
+    """On the shipped teacher and student: numbered 0, 1, 2, ... the half-length steps make clips whose
+    objects move about half as far per frame once interpolated; numbered 0, 2, 4, ... they keep the
+    full-length student's motion."""
+    from trainer.bench.sampling import student_setups
+    from trainer.eval.generate import EvalSet, generate
+    from trainer.eval.metrics import mean_flow_magnitude
+    from trainer.backends.diffusers_wan import DiffusersWanDenoiser
+    from trainer.lora.export import load_comfy_lora_into_diffusers
+    from trainer.toy.student import shipped_student
+    from trainer.toy.teacher import load_teacher
+
+    lora = shipped_student()
+    if lora is None:
+        pytest.skip("no shipped toy student")
+    model = load_teacher()
+    load_comfy_lora_into_diffusers(model, lora, "student")
+    denoiser = DiffusersWanDenoiser(model)
+    full, interp = student_setups(lora, switch_index=2)
+    contiguous = dataclasses.replace(interp, sampler_options={**interp.sampler_options, "temporal_positions": "contiguous"})
+    eval_set = EvalSet(max_clips=24)
+    attrs = eval_set.attributes()
+    prompts, seeds = [a.prompt for a in attrs], eval_set.clip_seeds()
+    motion = {name: mean_flow_magnitude(generate(denoiser, setup, prompts, seeds, batch_size=24)[0])
+              for name, setup in (("full", full), ("strided", interp), ("contiguous", contiguous))}
+    assert abs(motion["strided"] - motion["full"]) < abs(motion["contiguous"] - motion["full"]), motion
+    assert motion["contiguous"] < 0.8 * motion["full"], motion

@@ -22,11 +22,13 @@ DEFAULT_STATE_ROOT = Path.home() / ".cache" / "comfyui-stride" / "distill"
 class DistillConfig:
     method: str = "adv"
     name: str = "toy_adv"  # the run's name: output files and the resume state are keyed by it
-    steps: int = 400
+    steps: int = 800
     batch_size: int = 4
     seed: int = 0
-    student_step_list: tuple[float, ...] = (1000.0, 900.0, 757.0, 522.0)
-    shift: float = 5.0
+    # measured on the toy teacher (README): its 4-step CFG samples on this list at shift 3 beat the ADV paper's
+    # 1000,900,757,522 at shift 5 (Frechet distance 29.7 vs 38.1), and so do the students distilled on it
+    student_step_list: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)
+    shift: float = 3.0
     lora_rank: int = 16
     lora_alpha: float = 16.0
     lora_targets: str = "attn_ffn"

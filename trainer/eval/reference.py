@@ -89,5 +89,6 @@ def save_rows(path: Path, key: dict, setups: list[SamplingSetup], rows: list[dic
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         json.dump(_jsonable(record), f, indent=1)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make a shipped record unreadable to others
     os.replace(tmp, path)
     return path
