@@ -137,7 +137,8 @@ class StrideInterpolatedSampler(io.ComfyNode):
                 io.Combo.Input("method", options=list(INTERPOLATION_METHODS), default="linear",
                                tooltip="how the half-length x0 prediction is brought back to full length"),
                 io.Combo.Input("base_sampler", options=list(BASE_SAMPLER_OPTIONS), default="stride_consistency"),
-                io.Combo.Input("temporal_positions", options=list(TEMPORAL_POSITIONS), default="strided",
+                # optional: graphs saved before this input existed still validate (and get strided)
+                io.Combo.Input("temporal_positions", options=list(TEMPORAL_POSITIONS), default="strided", optional=True,
                                tooltip="strided: the half-length steps number their frames 0, 2, 4, ... (their places "
                                "in the full clip), so motion keeps its speed; contiguous: 0, 1, 2, ... (halves the speed "
                                "of motion; for models without strided positions, which Wan has)"),
