@@ -47,10 +47,9 @@ def teacher_reference(backend, cfg: DistillConfig, eval_set) -> tuple[list[dict]
     found = reference.find_rows(key, setups) if cfg.reuse_reference else None
     if found is not None:
         rows, where = found
-        shown = EvalSet(eval_set.repeats, eval_set.seed, 
-                        min(MAX_CLIPS_SHOWN, len(eval_set.attributes())))
-        prompts = [a.prompt for a in shown.attributes()]
-        samples = {s.name: (generate(backend.view(TEACHER), s, prompts, shown.clip_seeds())[0], prompts) for s in setups}
+        shown = EvalSet(eval_set.repeats, eval_set.seed, min(MAX_CLIPS_SHOWN, len(eval_set.attributes())))
+        prompts, seeds = [a.prompt for a in shown.attributes()], shown.clip_seeds()
+        samples = {s.name: (generate(backend.view(TEACHER), s, prompts, seeds)[0], prompts) for s in setups}
         return rows, samples, f"teacher rows reused from {where}; report clips sampled here"
     rows, samples = evaluate_setups(backend.view(TEACHER), setups, eval_set)
     reference.save_rows(reference.cache_path(key["teacher_sha256"]), key, setups, rows, "python -m trainer distill")
