@@ -12,6 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from ..sampling.positions import frame_stride, strided_positions
+
 # the roles a distillation backend serves (teacher = frozen base, student/critic = adapters)
 TEACHER, STUDENT, CRITIC = "teacher", "student", "critic"
 
@@ -53,8 +55,6 @@ def as_kdiffusion_model(denoiser: Denoiser, context: torch.Tensor, negative: tor
         raise ValueError(f"negative conditioning {tuple(negative.shape)} does not match positive {tuple(context.shape)}")
 
     def model(x: torch.Tensor, sigma: torch.Tensor, model_options: dict | None = None, **_extra) -> torch.Tensor:
-        from ..sampling.positions import frame_stride, strided_positions
-
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
         stride = frame_stride((model_options or {}).get("transformer_options"))
         with strided_positions(denoiser_module(denoiser), stride):

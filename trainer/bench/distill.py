@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import atomic_write_text
 from .sampling import ROW_KEYS, speedups
 
 # variant name -> (method, overrides of that method's config)
@@ -49,10 +49,11 @@ def variant_config(base, name: str, state_root: Path):
 def bench_settings(base, repeats: int, max_clips: int | None) -> dict:
     """What decides every row besides the variant: rows measured under other settings are not reused."""
     from ..config import config_to_dict
-    from ..toy.teacher import WEIGHTS_PATH
+    from ..eval.reference import file_sha256
+    from ..toy.teacher import teacher_path
 
-    teacher = Path(base.teacher) if base.teacher else WEIGHTS_PATH
-    digest = hashlib.sha256(teacher.read_bytes()).hexdigest() if teacher.is_file() else None
+    teacher = teacher_path(base.teacher)
+    digest = file_sha256(teacher) if teacher.is_file() else None
     return {"config": config_to_dict(dataclasses.replace(base, out=Path("."), state_dir=None, progress=False)),
             "teacher_sha256": digest, "repeats": repeats, "max_clips": max_clips}
 
@@ -66,17 +67,16 @@ class RowsFile:
             return
         path = Path(path)
         lines = [] if fresh or not path.exists() else path.read_text().splitlines()
-        if lines and json.loads(lines[0]) == {"settings": settings}:
-            for line in lines[1:]:
-                try:
-                    self.entries.append(json.loads(line))
-                except json.JSONDecodeError:  # a line cut short by a kill: measured again
-                    break
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as f:  # rewrite: drops a stale file and any cut-short line
-            f.write(json.dumps({"settings": settings}) + "\n")
-            for entry in self.entries:
-                f.write(json.dumps(entry) + "\n")
+        parsed = []
+        for line in lines:
+            try:
+                parsed.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a kill (or not a rows file): measured again
+                break
+        if parsed and parsed[0] == {"settings": settings}:
+            self.entries = parsed[1:]
+        # rewritten atomically: drops a stale file and any cut-short line, and a kill here loses nothing
+        atomic_write_text("".join(json.dumps(e) + "\n" for e in [{"settings": settings}, *self.entries]), path)
 
     def get(self, key: str) -> dict | None:
         return next((e for e in self.entries if e["key"] == key), None)

@@ -51,9 +51,9 @@ def record_teacher_rows(teacher: Path | None, eval_set: EvalSet, batch_size: int
                         setups: list[SamplingSetup], rows: list[dict], extra: Path | None = None) -> list[Path]:
     """Record the teacher rows for reuse (``trainer.eval.reference``): in the user cache, and in ``extra``."""
     from ..eval import reference
-    from ..toy.teacher import WEIGHTS_PATH
+    from ..toy.teacher import teacher_path
 
-    teacher_file = Path(teacher) if teacher else WEIGHTS_PATH
+    teacher_file = teacher_path(teacher)
     if not teacher_file.is_file():
         return []
     key = reference.record_key(reference.file_sha256(teacher_file), eval_set, batch_size, bf16)

@@ -39,11 +39,10 @@ def teacher_reference(backend, cfg: DistillConfig, eval_set) -> tuple[list[dict]
     from ..eval.evaluate import PRESET_SETUPS, evaluate_setups
     from ..eval.generate import EvalSet, generate
     from ..eval.report import MAX_CLIPS_SHOWN
-    from ..toy.teacher import WEIGHTS_PATH
+    from ..toy.teacher import teacher_path
 
     setups = [PRESET_SETUPS["teacher_50_cfg"], PRESET_SETUPS["teacher_4"]]
-    teacher_file = Path(cfg.teacher) if cfg.teacher else WEIGHTS_PATH
-    key = reference.record_key(reference.file_sha256(teacher_file), eval_set, 32, cfg.bf16)
+    key = reference.record_key(reference.file_sha256(teacher_path(cfg.teacher)), eval_set, 32, cfg.bf16)
     found = reference.find_rows(key, setups) if cfg.reuse_reference else None
     if found is not None:
         rows, where = found

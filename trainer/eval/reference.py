@@ -18,12 +18,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ..checkpoint import atomic_write_json
 from .generate import EvalSet, SamplingSetup
 
 SHIPPED_REFERENCE = Path(__file__).resolve().parents[1] / "toy" / "assets" / "teacher_reference.json"
@@ -84,11 +83,5 @@ def save_rows(path: Path, key: dict, setups: list[SamplingSetup], rows: list[dic
         raise ValueError(f"no rows for setups {missing}")
     record = {"key": key, "measured_by": measured_by,
               "setups": {s.name: {"setup": dataclasses.asdict(s), "row": by_name[s.name]} for s in setups}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_jsonable(record), f, indent=1)
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make a shipped record unreadable to others
-    os.replace(tmp, path)
-    return path
+    atomic_write_json(_jsonable(record), Path(path))
+    return Path(path)

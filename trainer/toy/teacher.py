@@ -143,11 +143,16 @@ def strip_comfy_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.T
     return state_dict
 
 
+def teacher_path(path: Path | str | None = None) -> Path:
+    """The teacher a ``--teacher`` value names: the shipped one when it is empty."""
+    return Path(path) if path else WEIGHTS_PATH
+
+
 def load_teacher_any(path: Path | str | None = None, dtype=torch.float32):
     """The shipped teacher by default; a Wan 2.1 ``.safetensors`` file (original/ComfyUI keys); a
     diffusers folder (``transformer/`` of a pipeline, or the model folder itself); or a pretraining
     ``state.pt`` (its EMA weights), so evaluation can follow a run that is still training."""
-    path = Path(path) if path else WEIGHTS_PATH
+    path = teacher_path(path)
     if path.is_dir():
         from diffusers import WanTransformer3DModel
 
