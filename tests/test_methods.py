@@ -182,6 +182,55 @@ def test_shared_dmd_loss_matches_adv():
     assert metrics["dmd"] == pytest.approx(float(expected), rel=1e-6)
 
 
+@pytest.mark.parametrize("target", ["data", "teacher", "mixed"])
+def test_adv_regression_targets_match_an_independent_computation(target):
+    """L_reg regresses the student's velocity at one of its own sigmas on the data's velocity
+    (published), on the CFG teacher's velocity of the same noised input (guided as
+    uncond + s (cond - uncond) of the teacher's velocities, computed here without the method's
+    helpers), or on their mean; the constant weighting exposes the raw loss."""
+    backend = make_backend()
+    with torch.no_grad():
+        for p in backend.trainable_parameters(STUDENT):
+            p.normal_(0, 0.05)  # a student that differs from the teacher
+    cfg = AdvConfig(regression_weighting="constant", regression_target=target, teacher_cfg=3.0)
+    adv = AdvMethod(MethodContext(backend, SCHEDULE), cfg)
+    batch = toy_batch(2)
+    loss, metrics = adv.regression_loss(batch)
+
+    generator = torch.Generator().manual_seed(1002)
+    k = int(torch.randint(SCHEDULE.steps, (), generator=generator))
+    noise = torch.randn(batch.real_latents.shape, generator=generator)
+    sigma = SCHEDULE.sigmas[k].expand(SHAPE[0])
+    noisy = (1 - sigma.view(-1, 1, 1, 1, 1)) * batch.real_latents + sigma.view(-1, 1, 1, 1, 1) * noise
+    with torch.no_grad():
+        student = backend.predict_velocity(noisy, sigma, batch.context, STUDENT)
+        cond = backend.predict_velocity(noisy, sigma, batch.context, TEACHER)
+        uncond = backend.predict_velocity(noisy, sigma, batch.negative, TEACHER)
+    data_v, teacher_v = noise - batch.real_latents, uncond + 3.0 * (cond - uncond)
+    expected = {"data": data_v, "teacher": teacher_v, "mixed": 0.5 * (data_v + teacher_v)}[target]
+    assert metrics["reg_step"] == k
+    value = float(loss.detach())
+    assert value == pytest.approx(float((student - expected).pow(2).mean()), rel=1e-4) and value > 0
+    loss.backward()  # the student's graph is kept; the teacher's target carries none
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in backend.trainable_parameters(STUDENT))
+
+
+def test_adv_teacher_target_is_zero_for_a_student_equal_to_an_unguided_teacher():
+    """With the student's LoRA at its zero initialisation and CFG 1 the target is the student's own
+    prediction; any guidance makes it non-zero."""
+    losses_at = {}
+    for scale in (1.0, 3.0):
+        adv = AdvMethod(MethodContext(make_backend(), SCHEDULE),
+                        AdvConfig(regression_weighting="constant", regression_target="teacher", teacher_cfg=scale))
+        losses_at[scale] = float(adv.regression_loss(toy_batch(3))[0])
+    assert losses_at[1.0] < 1e-10 < 1e-4 < losses_at[3.0]
+
+
+def test_adv_rejects_an_unknown_regression_target():
+    with pytest.raises(ValueError, match="regression_target"):
+        AdvConfig(regression_target="latents")
+
+
 # ---- GPD
 
 def test_gpd_stages_jumps_and_cfg_annealing():

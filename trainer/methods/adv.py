@@ -8,7 +8,10 @@ Generator objective ``L_G = L_DMD + w * L_reg + [L_temp >= hinge] * temporal_wei
   updates every ``generator_every`` iterations (``dfake_gen_update_ratio``).
 - ``L_reg``: the student's flow loss on real latents at its own step list, weighted adaptively per
   step index, ``w = 1 - sigmoid(3 (L_reg - EMA_k))`` with ``EMA_k <- 0.95 EMA_k + 0.05 L_reg``;
-  per sample as published, or per location (``regression_weighting="spatial"``).
+  per sample as published, or per location (``regression_weighting="spatial"``). Its target is
+  the data's velocity as published (``regression_target="data"``); as an option the CFG teacher's
+  velocity on the same noised input (``"teacher"``: guidance distillation at the student's own
+  timesteps) or the mean of the two (``"mixed"``, which equals half of each loss up to a constant).
 - ``L_temp``: ``-log(mean_{c,h,w} Var_frames(x_hat) + 1e-6)`` with the published hinge, or the
   teacher-anchored variant that matches per-channel frame-difference energy to real data.
 """
@@ -21,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import flow
-from ..backends.base import CRITIC, STUDENT
+from ..backends.base import CRITIC, STUDENT, TEACHER, guided_x0
 from . import losses
 from .base import (DistillBatch, DistillMethod, backward_simulation, randn, sample_sigma,
                    velocity_loss_per_sample)
@@ -43,6 +46,7 @@ class AdvConfig:
     regression_weighting: str = "per_sample"  # "per_sample" (published), "spatial", or "constant"
     regression_ema: float = 0.95
     regression_sharpness: float = 3.0
+    regression_target: str = "data"  # "data" (published), "teacher" (CFG teacher velocity) or "mixed"
     spatial_window: int = 3
     temporal: str = "hinge"  # "hinge" (published), "anchored" (teacher/data-anchored), "none"
     temporal_weight: float = 0.05
@@ -51,6 +55,8 @@ class AdvConfig:
     def __post_init__(self):
         if self.regression_weighting not in WEIGHTINGS:
             raise ValueError(f"regression_weighting must be one of {sorted(WEIGHTINGS)}, got {self.regression_weighting!r}")
+        if self.regression_target not in REGRESSION_TARGETS:
+            raise ValueError(f"regression_target must be one of {sorted(REGRESSION_TARGETS)}, got {self.regression_target!r}")
         if self.temporal not in TEMPORAL_LOSSES:
             raise ValueError(f"temporal must be one of {sorted(TEMPORAL_LOSSES)}, got {self.temporal!r}")
         if self.generator_every < 1:
@@ -109,6 +115,26 @@ def _weights_constant(loss_map, _ema, _cfg):
     return loss_map.mean(), loss_map.detach().mean(), loss_map.new_ones(())
 
 
+# ---- regression targets: (backend, noisy, sigma, real, noise, batch, cfg) -> target velocity
+
+def _target_data(_backend, _noisy, _sigma, real, noise, _batch, _cfg):
+    return flow.velocity_target(real, noise)
+
+
+@torch.no_grad()
+def _target_teacher(backend, noisy, sigma, _real, _noise, batch: DistillBatch, cfg: AdvConfig):
+    x0 = guided_x0(backend.view(TEACHER), noisy, sigma, batch.real_context, batch.negative, cfg.teacher_cfg)
+    return flow.velocity_from_x0(noisy, x0, sigma)
+
+
+def _target_mixed(backend, noisy, sigma, real, noise, batch, cfg):
+    data = _target_data(backend, noisy, sigma, real, noise, batch, cfg)
+    return 0.5 * (data + _target_teacher(backend, noisy, sigma, real, noise, batch, cfg))
+
+
+REGRESSION_TARGETS = {"data": _target_data, "teacher": _target_teacher, "mixed": _target_mixed}
+
+
 WEIGHTINGS = {"per_sample": _weights_per_sample, "spatial": _weights_spatial, "constant": _weights_constant}
 
 
@@ -164,8 +190,10 @@ class AdvMethod(DistillMethod):
         k = int(torch.randint(self.schedule.steps, (), generator=batch.generator))
         sigma = self.schedule.sigmas[k].to(device).expand(real.shape[0])
         noise = randn(real.shape, batch.generator, device)
-        pred_v = self.backend.predict_velocity(flow.add_noise(real, noise, sigma), sigma, batch.real_context, STUDENT)
-        loss_map = (pred_v - flow.velocity_target(real, noise)).pow(2).mean(1)  # [B, F, H, W]
+        noisy = flow.add_noise(real, noise, sigma)
+        target = REGRESSION_TARGETS[self.cfg.regression_target](self.backend, noisy, sigma, real, noise, batch, self.cfg)
+        pred_v = self.backend.predict_velocity(noisy, sigma, batch.real_context, STUDENT)
+        loss_map = (pred_v - target).pow(2).mean(1)  # [B, F, H, W]
         ema = self.regression_ema[k]
         current = float(loss_map.detach().mean())
         if ema < 0:  # first visit of this step index: start the average at the current loss
