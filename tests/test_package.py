@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -89,6 +90,32 @@ def test_unknown_config_keys_and_bad_flags_are_errors(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "trainer", "bench", "schedules", "--steps", "zero"], cwd=REPO,
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "--steps" in bad.stderr
+
+
+def test_one_nested_flag_or_table_key_changes_only_that_setting_of_the_job_defaults(tmp_path):
+    """``--adv.teacher-cfg 2`` (or ``[adv] teacher_cfg = 2`` in a file) must keep the job's other ADV
+    settings (its learning rates and update ratio), not fall back to AdvConfig's published ones."""
+    import argparse
+
+    from trainer.config import add_dataclass_flags, load_config
+    from trainer.distill.config import DistillConfig
+
+    defaults = DistillConfig()
+    parser = argparse.ArgumentParser()
+    add_dataclass_flags(parser, DistillConfig)
+    cfg = load_config(DistillConfig, parser.parse_args(["--adv.teacher-cfg", "2", "--gpd.cfg-end", "1.5"]))
+    assert cfg.adv.teacher_cfg == 2.0 and defaults.adv.teacher_cfg != 2.0
+    assert cfg.adv == dataclasses.replace(defaults.adv, teacher_cfg=2.0)
+    assert cfg.gpd == dataclasses.replace(defaults.gpd, cfg_end=1.5)
+    assert cfg.avdm2 == defaults.avdm2
+    table = tmp_path / "job.toml"
+    table.write_text("steps = 7\n[adv]\ngenerator_every = 3\n")
+    from_file = load_config(DistillConfig, parser.parse_args(["--adv.critic-lr", "0.001"]), table)
+    assert from_file.steps == 7
+    assert from_file.adv == dataclasses.replace(defaults.adv, generator_every=3, critic_lr=0.001)
+    with pytest.raises(ValueError, match="unknown config.adv keys"):
+        table.write_text("[adv]\ngenerator_evry = 3\n")
+        load_config(DistillConfig, parser.parse_args([]), table)
 
 
 def test_pyproject_lists_every_package_directory():

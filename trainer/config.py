@@ -60,8 +60,19 @@ def read_config_file(path: Path) -> dict:
     raise ValueError(f"config file must be .toml or .json, got {path.name}")
 
 
-def build_config(cls, values: dict, where: str = "config"):
-    """Construct ``cls`` from a dict; unknown keys raise with the list of known ones."""
+def _field_default(field: dataclasses.Field):
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
+
+
+def build_config(cls, values: dict, where: str = "config", base=None):
+    """Construct ``cls`` from a dict; unknown keys raise with the list of known ones.
+
+    Fields the dict leaves out keep ``base``'s values (default: ``cls``'s own defaults). A nested
+    table starts from the parent's default for that field, so ``--adv.teacher-cfg 2`` changes one
+    setting of the job's ADV defaults instead of falling back to ``AdvConfig``'s published ones.
+    """
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -70,13 +81,14 @@ def build_config(cls, values: dict, where: str = "config"):
     for name, value in values.items():
         tp = _field_type(cls, known[name])
         if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-            value = build_config(tp, value, where=f"{where}.{name}")
+            start = getattr(base, name) if base is not None else _field_default(known[name])
+            value = build_config(tp, value, where=f"{where}.{name}", base=start if isinstance(start, tp) else None)
         elif tp is Path and value is not None:
             value = Path(value)
         elif typing.get_origin(tp) is tuple and isinstance(value, list):
             value = tuple(value)
         kwargs[name] = value
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
 
 
 def load_config(cls, args: argparse.Namespace, config_path: Path | None = None):
