@@ -2,7 +2,8 @@
 # Turn a toy-teacher pretraining state into the files the pack ships, with their measurements:
 #   1. the compact EMA teacher   trainer/toy/assets/toy_wan_teacher.safetensors   (toy export)
 #   2. the teacher's reference   trainer/toy/assets/teacher_reference.json (bench sampling's teacher rows,
-#      which the main job's report reuses instead of sampling 96 clips at 50 steps again)
+#      which the main job's report reuses instead of sampling 96 clips at 50 steps again; recorded
+#      before the main job for a new teacher, and again by step 4 either way)
 #   3. the 4-step student LoRA   trainer/toy/assets/loras/stride_toy_student_4step.safetensors
 #      made by the README's main job (python -m trainer distill, no arguments; report in runs/distill/)
 #   4. bench sampling on both    runs/ship/bench_sampling.json
@@ -18,11 +19,11 @@ state_dir=$1; train_command=$2; shift 2
 assets=trainer/toy/assets
 mkdir -p runs/ship "$assets/loras"
 
-if [ "$state_dir" != "-" ]; then  # "-": keep the shipped teacher, ship a new student
+if [ "$state_dir" != "-" ]; then  # "-": keep the shipped teacher (and its recorded rows), ship a new student
     $PY -m trainer toy export --state-dir "$state_dir" --out "$assets/toy_wan_teacher.safetensors"
+    $PY -m trainer bench sampling --lora none --save-reference "$assets/teacher_reference.json" --json \
+        > runs/ship/bench_teacher.json
 fi
-$PY -m trainer bench sampling --lora none --save-reference "$assets/teacher_reference.json" --json \
-    > runs/ship/bench_teacher.json
 # the main job, from scratch (a previous run of the same name must not be resumed against a new teacher)
 /usr/bin/time -v $PY -m trainer distill --no-resume --json > runs/ship/distill.json 2> runs/ship/distill.time
 cp runs/distill/toy_adv.safetensors "$assets/loras/stride_toy_student_4step.safetensors"

@@ -30,6 +30,7 @@ from .sampling import ROW_KEYS, speedups
 # variant name -> (method, overrides of that method's config)
 VARIANTS: dict[str, tuple[str, dict]] = {
     "adv": ("adv", {}),
+    "adv_data_regression": ("adv", {"regression_target": "data"}),  # the published target
     "adv_no_adaptive": ("adv", {"adaptive_regression": False}),
     "adv_no_temporal": ("adv", {"temporal": "none"}),
     "adv_anchored_temporal": ("adv", {"temporal": "anchored"}),
