@@ -226,6 +226,36 @@ def test_adv_teacher_target_is_zero_for_a_student_equal_to_an_unguided_teacher()
     assert losses_at[1.0] < 1e-10 < 1e-4 < losses_at[3.0]
 
 
+@pytest.mark.parametrize("scale", [0.0, 0.5, 2.0])
+def test_adv_regression_scale_multiplies_only_the_regression_term(scale):
+    """The generator loss is L_DMD + scale * L_reg (constant weighting: L_reg is the raw loss; no
+    temporal term), built from the same draws whatever the scale."""
+    cfg = AdvConfig(generator_every=1, regression_weighting="constant", temporal="none", regression_scale=scale)
+    metrics = AdvMethod(MethodContext(make_backend(), SCHEDULE), cfg).train_step(toy_batch(4), 0)
+    assert metrics["reg"] > 0 and metrics["dmd"] > 0
+    assert metrics["generator_loss"] == pytest.approx(metrics["dmd"] + scale * metrics["reg"], rel=1e-5)
+
+
+def test_adv_regression_from_step_skips_the_first_step_indices():
+    """The regression draws its step index from [regression_from_step, steps); the published default
+    draws every index, so index 0 (pure noise) appears within a few draws."""
+    def drawn(first: int) -> set[int]:
+        adv = AdvMethod(MethodContext(make_backend(), SCHEDULE),
+                        AdvConfig(regression_weighting="constant", regression_from_step=first))
+        return {adv.regression_loss(toy_batch(seed))[1]["reg_step"] for seed in range(8)}
+
+    assert drawn(0) == {0, 1, 2}
+    assert drawn(1) == {1, 2}
+    assert drawn(2) == {2}
+    with pytest.raises(ValueError, match="regression_from_step 3 leaves none"):
+        AdvMethod(MethodContext(make_backend(), SCHEDULE), AdvConfig(regression_from_step=3))
+
+
+def test_adv_rejects_a_negative_regression_scale():
+    with pytest.raises(ValueError, match="regression_scale"):
+        AdvConfig(regression_scale=-0.5)
+
+
 def test_adv_rejects_an_unknown_regression_target():
     with pytest.raises(ValueError, match="regression_target"):
         AdvConfig(regression_target="latents")

@@ -47,6 +47,8 @@ class AdvConfig:
     regression_ema: float = 0.95
     regression_sharpness: float = 3.0
     regression_target: str = "data"  # "data" (published), "teacher" (CFG teacher velocity) or "mixed"
+    regression_scale: float = 1.0  # multiplies L_reg (published: 1, the adaptive weight alone)
+    regression_from_step: int = 0  # L_reg at the student's step indices >= this (0: all, published)
     spatial_window: int = 3
     temporal: str = "hinge"  # "hinge" (published), "anchored" (teacher/data-anchored), "none"
     temporal_weight: float = 0.05
@@ -61,6 +63,10 @@ class AdvConfig:
             raise ValueError(f"temporal must be one of {sorted(TEMPORAL_LOSSES)}, got {self.temporal!r}")
         if self.generator_every < 1:
             raise ValueError("generator_every must be >= 1")
+        if self.regression_from_step < 0:
+            raise ValueError(f"regression_from_step must be >= 0, got {self.regression_from_step}")
+        if not self.regression_scale >= 0:
+            raise ValueError(f"regression_scale must be >= 0, got {self.regression_scale}")
 
 
 # ---- temporal regularisers: (x_hat, reference latents or None, cfg) -> (loss, metrics)
@@ -145,6 +151,9 @@ class AdvMethod(DistillMethod):
 
     def __init__(self, ctx, cfg: AdvConfig):
         super().__init__(ctx, cfg)
+        if cfg.adaptive_regression and cfg.regression_from_step >= self.schedule.steps:
+            raise ValueError(f"regression_from_step {cfg.regression_from_step} leaves none of the student's "
+                             f"{self.schedule.steps} steps for the regression")
         self.student_params = self.backend.trainable_parameters(STUDENT)
         self.critic_params = self.backend.trainable_parameters(CRITIC)
         self._optimizers = {
@@ -187,7 +196,8 @@ class AdvMethod(DistillMethod):
         if real is None:
             raise ValueError("adaptive regression needs real latents: give --real-latents or use the toy domain")
         device = real.device
-        k = int(torch.randint(self.schedule.steps, (), generator=batch.generator))
+        first = self.cfg.regression_from_step
+        k = first + int(torch.randint(self.schedule.steps - first, (), generator=batch.generator))
         sigma = self.schedule.sigmas[k].to(device).expand(real.shape[0])
         noise = randn(real.shape, batch.generator, device)
         noisy = flow.add_noise(real, noise, sigma)
@@ -212,7 +222,7 @@ class AdvMethod(DistillMethod):
             metrics.update(parts)
             if self.cfg.adaptive_regression:
                 reg, parts = self.regression_loss(batch)
-                loss = loss + reg
+                loss = loss + self.cfg.regression_scale * reg
                 metrics.update(parts)
             temp, parts = TEMPORAL_LOSSES[self.cfg.temporal](x_hat, batch.real_latents, self.cfg)
             loss = loss + temp
