@@ -251,6 +251,51 @@ def test_adv_regression_from_step_skips_the_first_step_indices():
         AdvMethod(MethodContext(make_backend(), SCHEDULE), AdvConfig(regression_from_step=3))
 
 
+def _perturbed_student(seed: int = 7):
+    backend = make_backend()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in backend.trainable_parameters(STUDENT):
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.05)  # a student that differs from the teacher
+    return backend
+
+
+def test_adv_onpolicy_guidance_regresses_the_students_own_step_on_the_cfg_teacher():
+    """The on-policy term is the mean squared distance between the student's x0 at the input its
+    own sampling reaches (same draws as backward simulation: exit index, start noise, re-noise) and
+    the CFG teacher's x0 there, computed here from the teacher's velocities without the method's
+    helpers; the generator loss adds it with its weight."""
+    cfg = AdvConfig(generator_every=1, adaptive_regression=False, temporal="none", onpolicy_weight=0.5,
+                    teacher_cfg=3.0)
+    metrics = AdvMethod(MethodContext(_perturbed_student(), SCHEDULE), cfg).train_step(toy_batch(5), 0)
+
+    backend, batch = _perturbed_student(), toy_batch(5)
+    generator = batch.generator
+    sigmas = SCHEDULE.sigmas
+    k = int(torch.randint(SCHEDULE.steps, (), generator=generator))
+    x = torch.randn(SHAPE, generator=generator) * sigmas[0]
+    with torch.no_grad():
+        for i in range(k):
+            x0 = x - sigmas[i] * backend.predict_velocity(x, sigmas[i].expand(SHAPE[0]), batch.context, STUDENT)
+            x = (1 - sigmas[i + 1]) * x0 + sigmas[i + 1] * torch.randn(SHAPE, generator=generator)
+        sigma = sigmas[k].expand(SHAPE[0])
+        student = x - sigmas[k] * backend.predict_velocity(x, sigma, batch.context, STUDENT)
+        cond = backend.predict_velocity(x, sigma, batch.context, TEACHER)
+        uncond = backend.predict_velocity(x, sigma, batch.negative, TEACHER)
+    teacher = x - sigmas[k] * (uncond + 3.0 * (cond - uncond))
+    expected = float((student - teacher).pow(2).mean())
+    assert metrics["exit_index"] == k
+    assert metrics["onpolicy"] == pytest.approx(expected, rel=1e-3) and expected > 0
+    assert metrics["generator_loss"] == pytest.approx(metrics["dmd"] + 0.5 * metrics["onpolicy"], rel=1e-5)
+    assert "onpolicy" not in AdvMethod(MethodContext(_perturbed_student(), SCHEDULE),
+                                       AdvConfig(generator_every=1)).train_step(toy_batch(5), 0)
+
+
+def test_adv_rejects_a_negative_onpolicy_weight():
+    with pytest.raises(ValueError, match="onpolicy_weight"):
+        AdvConfig(onpolicy_weight=-1.0)
+
+
 def test_adv_rejects_a_negative_regression_scale():
     with pytest.raises(ValueError, match="regression_scale"):
         AdvConfig(regression_scale=-0.5)

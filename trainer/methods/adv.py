@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .. import flow
 from ..backends.base import CRITIC, STUDENT, TEACHER, guided_x0
 from . import losses
-from .base import (DistillBatch, DistillMethod, backward_simulation, randn, sample_sigma,
+from .base import (DistillBatch, DistillMethod, backward_simulation, randn, sample_sigma, student_step_input,
                    velocity_loss_per_sample)
 
 
@@ -49,6 +49,9 @@ class AdvConfig:
     regression_target: str = "data"  # "data" (published), "teacher" (CFG teacher velocity) or "mixed"
     regression_scale: float = 1.0  # multiplies L_reg (published: 1, the adaptive weight alone)
     regression_from_step: int = 0  # L_reg at the student's step indices >= this (0: all, published)
+    # not in the paper: weight of an on-policy guidance regression, the student's x0 at the input its own
+    # sampling gives it regressed on the CFG teacher's x0 for that input (0: off)
+    onpolicy_weight: float = 0.0
     spatial_window: int = 3
     temporal: str = "hinge"  # "hinge" (published), "anchored" (teacher/data-anchored), "none"
     temporal_weight: float = 0.05
@@ -65,6 +68,8 @@ class AdvConfig:
             raise ValueError("generator_every must be >= 1")
         if self.regression_from_step < 0:
             raise ValueError(f"regression_from_step must be >= 0, got {self.regression_from_step}")
+        if not self.onpolicy_weight >= 0:
+            raise ValueError(f"onpolicy_weight must be >= 0, got {self.onpolicy_weight}")
         if not self.regression_scale >= 0:
             raise ValueError(f"regression_scale must be >= 0, got {self.regression_scale}")
 
@@ -191,6 +196,14 @@ class AdvMethod(DistillMethod):
         pred_v = self.backend.predict_velocity(noisy, sigma, batch.context, CRITIC)
         return velocity_loss_per_sample(pred_v, x_hat.detach(), noise).mean()
 
+    def onpolicy_loss(self, x_hat: torch.Tensor, x_in: torch.Tensor, sigma: torch.Tensor,
+                      batch: DistillBatch) -> torch.Tensor:
+        """Mean squared distance of the student's x0 to the CFG teacher's x0 for the same input."""
+        with torch.no_grad():
+            target = guided_x0(self.backend.view(TEACHER), x_in, sigma.expand(x_in.shape[0]), batch.context,
+                               batch.negative, self.cfg.teacher_cfg)
+        return (x_hat.float() - target.float()).pow(2).mean()
+
     def regression_loss(self, batch: DistillBatch) -> tuple[torch.Tensor, dict]:
         real = batch.real_latents
         if real is None:
@@ -217,9 +230,15 @@ class AdvMethod(DistillMethod):
         metrics: dict[str, float] = {}
         update_generator = step % self.cfg.generator_every == 0
         if update_generator:
-            x_hat, exit_index = backward_simulation(self.backend, batch, self.schedule)
+            x_in, exit_index = student_step_input(self.backend, batch, self.schedule)
+            sigma = self.schedule.sigmas[exit_index].to(x_in.device)
+            x_hat = self.backend.predict_x0(x_in, sigma, batch.context, STUDENT)
             loss, parts = self.dmd_loss(x_hat, batch)
             metrics.update(parts)
+            if self.cfg.onpolicy_weight > 0:
+                onpolicy = self.onpolicy_loss(x_hat, x_in, sigma, batch)
+                loss = loss + self.cfg.onpolicy_weight * onpolicy
+                metrics["onpolicy"] = float(onpolicy.detach())
             if self.cfg.adaptive_regression:
                 reg, parts = self.regression_loss(batch)
                 loss = loss + self.cfg.regression_scale * reg

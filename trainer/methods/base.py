@@ -78,17 +78,24 @@ def backward_simulation(backend: WanLoraBackend, batch: DistillBatch, schedule: 
     sigma) from pure noise; the steps before a random exit index run without gradients, the
     exit step's x0 prediction keeps its graph (DMD2 / Self-Forcing backward simulation).
     """
+    x, exit_index = student_step_input(backend, batch, schedule, exit_index)
+    return backend.predict_x0(x, schedule.sigmas[exit_index].to(x.device), batch.context, STUDENT), exit_index
+
+
+@torch.no_grad()
+def student_step_input(backend: WanLoraBackend, batch: DistillBatch, schedule: StudentSchedule,
+                       exit_index: int | None = None) -> tuple[torch.Tensor, int]:
+    """The noisy input the student sees at step ``exit_index`` (random when None) of its own
+    sampling from pure noise: the steps before it run without gradients."""
     device = backend.device
     sigmas = schedule.sigmas.to(device)
     if exit_index is None:
         exit_index = int(torch.randint(schedule.steps, (), generator=batch.generator))
     x = randn(batch.latent_shape, batch.generator, device) * sigmas[0]
-    with torch.no_grad():
-        for i in range(exit_index):
-            x0 = backend.predict_x0(x, sigmas[i], batch.context, STUDENT)
-            x = flow.add_noise(x0, randn(x.shape, batch.generator, device), sigmas[i + 1])
-    x0 = backend.predict_x0(x, sigmas[exit_index], batch.context, STUDENT)
-    return x0, exit_index
+    for i in range(exit_index):
+        x0 = backend.predict_x0(x, sigmas[i], batch.context, STUDENT)
+        x = flow.add_noise(x0, randn(x.shape, batch.generator, device), sigmas[i + 1])
+    return x, exit_index
 
 
 def sample_sigma(count: int, generator, device, shift: float, low: float, high: float) -> torch.Tensor:
