@@ -14,6 +14,8 @@ import math
 import pytest
 import torch
 
+from trainer import flow
+from trainer.sampling import analytic
 from trainer.backends.base import CRITIC, STUDENT, TEACHER, as_kdiffusion_model
 from trainer.backends.wan_lora import WanLoraBackend
 from trainer.distill.config import DistillConfig
@@ -289,6 +291,74 @@ def test_adv_onpolicy_guidance_regresses_the_students_own_step_on_the_cfg_teache
     assert metrics["generator_loss"] == pytest.approx(metrics["dmd"] + 0.5 * metrics["onpolicy"], rel=1e-5)
     assert "onpolicy" not in AdvMethod(MethodContext(_perturbed_student(), SCHEDULE),
                                        AdvConfig(generator_every=1)).train_step(toy_batch(5), 0)
+
+
+def test_euler_to_clean_converges_to_the_exact_flow_map_of_gaussian_data():
+    """On Gaussian data the probability-flow map is known in closed form (analytic.flow_transport);
+    Euler integration with the exact denoiser approaches it at first order as the grid gets finer."""
+    data = analytic.make_gaussian_data()
+    x = analytic.flow_initial_noise() * 0.8 + 0.2 * data.mean
+    exact = analytic.flow_transport(data, x, 0.8, 0.0)
+    denoiser = analytic.flow_denoiser(data)
+    errors = [float((flow.euler_to_clean(denoiser, x, flow.shifted_grid(0.8, n, 3.0)) - exact).abs().max())
+              for n in (1, 4, 64)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 0.1 * errors[1]  # first order: 16x steps, ~16x less
+    assert denoiser.calls == 1 + 4 + 64
+
+
+def test_shifted_grid_is_evenly_spaced_before_the_warp_and_ends_at_zero():
+    grid = flow.shifted_grid(0.75, 3, 3.0)
+    # sigma = 3u / (1 + 2u) inverted by hand: u = sigma / (3 - 2 sigma) = 0.5 for 0.75
+    expected = [0.75] + [3 * u / (1 + 2 * u) for u in (1 / 3, 1 / 6, 0.0)]
+    assert grid.tolist() == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="steps"):
+        flow.shifted_grid(0.5, 0, 3.0)
+    with pytest.raises(ValueError, match="end in 0"):
+        flow.euler_to_clean(lambda x, s: x, torch.zeros(1), torch.tensor([1.0, 0.5]))
+
+
+def test_adv_onpolicy_target_with_teacher_steps_is_the_cfg_teachers_euler_solution():
+    """With two teacher steps the target is one Euler step of the CFG teacher to the midpoint (in
+    unwarped time) of the student's sigma and 0, then the CFG teacher's x0 there; computed here by hand."""
+    shift = SCHEDULE.shift
+    cfg = AdvConfig(generator_every=1, adaptive_regression=False, temporal="none", onpolicy_weight=1.0,
+                    onpolicy_teacher_steps=2, teacher_cfg=3.0)
+    metrics = AdvMethod(MethodContext(_perturbed_student(), SCHEDULE), cfg).train_step(toy_batch(5), 0)
+
+    backend, batch = _perturbed_student(), toy_batch(5)
+    generator = batch.generator
+    sigmas = SCHEDULE.sigmas
+    k = int(torch.randint(SCHEDULE.steps, (), generator=generator))
+    x = torch.randn(SHAPE, generator=generator) * sigmas[0]
+
+    def velocity(x, s, role, context):
+        return backend.predict_velocity(x, torch.full((SHAPE[0],), float(s)), context, role)
+
+    def cfg_x0(x, s):
+        cond, uncond = velocity(x, s, TEACHER, batch.context), velocity(x, s, TEACHER, batch.negative)
+        return x - s * (uncond + 3.0 * (cond - uncond))
+
+    with torch.no_grad():
+        for i in range(k):
+            x0 = x - sigmas[i] * velocity(x, sigmas[i], STUDENT, batch.context)
+            x = (1 - sigmas[i + 1]) * x0 + sigmas[i + 1] * torch.randn(SHAPE, generator=generator)
+        s = float(sigmas[k])
+        student = x - s * velocity(x, s, STUDENT, batch.context)
+        u_mid = 0.5 * s / (shift - (shift - 1) * s)
+        s_mid = shift * u_mid / (1 + (shift - 1) * u_mid)
+        x_mid = x + (s_mid - s) * (x - cfg_x0(x, s)) / s  # Euler along v = (x - x0) / s
+        teacher = cfg_x0(x_mid, s_mid)
+    expected = float((student - teacher).pow(2).mean())
+    assert metrics["exit_index"] == k
+    assert metrics["onpolicy"] == pytest.approx(expected, rel=1e-3) and expected > 0
+    one_step = AdvMethod(MethodContext(_perturbed_student(), SCHEDULE),
+                         AdvConfig(**{**cfg.__dict__, "onpolicy_teacher_steps": 1})).train_step(toy_batch(5), 0)
+    assert abs(one_step["onpolicy"] - expected) > 1e-3 * expected  # the second step changes the target
+
+
+def test_adv_rejects_zero_onpolicy_teacher_steps():
+    with pytest.raises(ValueError, match="onpolicy_teacher_steps"):
+        AdvConfig(onpolicy_teacher_steps=0)
 
 
 def test_adv_rejects_a_negative_onpolicy_weight():

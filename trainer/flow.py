@@ -34,6 +34,37 @@ def shift_sigma(sigma, shift: float):
     return shift * sigma / (1 + (shift - 1) * sigma)
 
 
+def unshift_sigma(sigma, shift: float):
+    """Inverse of ``shift_sigma``."""
+    if shift <= 0:
+        raise ValueError(f"shift must be positive, got {shift}")
+    return sigma / (shift - (shift - 1) * sigma)
+
+
+def shifted_grid(sigma_from: float, steps: int, shift: float) -> torch.Tensor:
+    """``steps + 1`` sigmas from ``sigma_from`` down to 0, evenly spaced before the shift warp."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    start = float(unshift_sigma(torch.as_tensor(float(sigma_from)), shift))
+    grid = shift_sigma(torch.linspace(start, 0.0, steps + 1), shift)
+    grid[0] = float(sigma_from)  # exact, not through the round trip
+    return grid
+
+
+def euler_to_clean(x0_fn, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Integrate the flow ODE from ``sigmas[0]`` to ``sigmas[-1] == 0`` with Euler steps.
+
+    ``x0_fn(x, sigma)`` returns the x0 prediction; one step is ``x <- x0 + (s_next / s) (x - x0)``,
+    the Euler step along ``v = (x - x0) / s``, so the last step returns the x0 prediction itself.
+    """
+    if float(sigmas[-1]) != 0.0 or len(sigmas) < 2:
+        raise ValueError("sigmas must hold at least two values and end in 0")
+    for s, s_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        x0 = x0_fn(x, s)
+        x = x0 if s_next == 0 else x0 + (s_next / s) * (x - x0)
+    return x
+
+
 def _per_sample(sigma, like: torch.Tensor) -> torch.Tensor:
     sigma = torch.as_tensor(sigma, dtype=like.dtype, device=like.device)
     if sigma.ndim == 0:

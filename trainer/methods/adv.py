@@ -52,6 +52,9 @@ class AdvConfig:
     # not in the paper: weight of an on-policy guidance regression, the student's x0 at the input its own
     # sampling gives it regressed on the CFG teacher's x0 for that input (0: off)
     onpolicy_weight: float = 0.0
+    # teacher Euler steps from the student's input down to sigma 0 that make the on-policy target (1: the
+    # teacher's own x0 prediction; more: its flow-ODE solution, a sharp target instead of a posterior mean)
+    onpolicy_teacher_steps: int = 1
     spatial_window: int = 3
     temporal: str = "hinge"  # "hinge" (published), "anchored" (teacher/data-anchored), "none"
     temporal_weight: float = 0.05
@@ -70,6 +73,8 @@ class AdvConfig:
             raise ValueError(f"regression_from_step must be >= 0, got {self.regression_from_step}")
         if not self.onpolicy_weight >= 0:
             raise ValueError(f"onpolicy_weight must be >= 0, got {self.onpolicy_weight}")
+        if self.onpolicy_teacher_steps < 1:
+            raise ValueError(f"onpolicy_teacher_steps must be >= 1, got {self.onpolicy_teacher_steps}")
         if not self.regression_scale >= 0:
             raise ValueError(f"regression_scale must be >= 0, got {self.regression_scale}")
 
@@ -198,10 +203,18 @@ class AdvMethod(DistillMethod):
 
     def onpolicy_loss(self, x_hat: torch.Tensor, x_in: torch.Tensor, sigma: torch.Tensor,
                       batch: DistillBatch) -> torch.Tensor:
-        """Mean squared distance of the student's x0 to the CFG teacher's x0 for the same input."""
+        """Mean squared distance of the student's x0 to the CFG teacher's answer for the same input: its x0
+        prediction (``onpolicy_teacher_steps`` 1) or its flow-ODE solution in that many Euler steps on a grid
+        evenly spaced before the student schedule's shift warp."""
+        teacher, count = self.backend.view(TEACHER), x_in.shape[0]
+
+        def teacher_x0(x, s):
+            s = torch.as_tensor(s, dtype=torch.float32, device=x.device).expand(count)
+            return guided_x0(teacher, x, s, batch.context, batch.negative, self.cfg.teacher_cfg)
+
         with torch.no_grad():
-            target = guided_x0(self.backend.view(TEACHER), x_in, sigma.expand(x_in.shape[0]), batch.context,
-                               batch.negative, self.cfg.teacher_cfg)
+            grid = flow.shifted_grid(float(sigma), self.cfg.onpolicy_teacher_steps, self.schedule.shift)
+            target = flow.euler_to_clean(teacher_x0, x_in, grid)
         return (x_hat.float() - target.float()).pow(2).mean()
 
     def regression_loss(self, batch: DistillBatch) -> tuple[torch.Tensor, dict]:
