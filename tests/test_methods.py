@@ -25,7 +25,9 @@ from trainer.methods import method_registry
 from trainer.methods.adv import AdvConfig, AdvMethod
 from trainer.methods.avdm2 import (Avdm2Config, Avdm2Method, TeacherFeatures, default_feature_blocks,
                                    tokens_to_grid)
-from trainer.methods.base import DistillBatch, MethodContext, StudentSchedule, backward_simulation, randn, sample_sigma
+from trainer.methods.base import (DistillBatch, InterpolatedSimulation, MethodContext, StudentSchedule,
+                                  backward_simulation, randn, sample_sigma, student_step_input)
+from trainer.sampling.positions import strided_positions
 from trainer.methods.gpd import GpdConfig, GpdMethod, fine_sigmas, swapped_weights
 from trainer.methods.losses import dmd_loss, spectral_loss, temporal_spectral_loss
 from trainer.sampling.samplers import sample_stride_flow
@@ -359,6 +361,58 @@ def test_adv_onpolicy_target_with_teacher_steps_is_the_cfg_teachers_euler_soluti
 def test_adv_rejects_zero_onpolicy_teacher_steps():
     with pytest.raises(ValueError, match="onpolicy_teacher_steps"):
         AdvConfig(onpolicy_teacher_steps=0)
+
+
+LOW_SCHEDULE = StudentSchedule((1000.0, 500.0, 250.0), 1.0)  # low sigmas: the head's x0 weighs in
+
+
+def _interpolated_input_by_hand(backend, stride: int) -> torch.Tensor:
+    batch = toy_batch(5)
+    generator, sigmas = batch.generator, LOW_SCHEDULE.sigmas
+    x = torch.randn(SHAPE, generator=generator) * sigmas[0]
+    assert float(torch.rand((), generator=generator)) < 1.0  # the path's draw
+    with torch.no_grad(), strided_positions(backend.model, stride):
+        half = x[:, :, ::2]
+        x0 = half - sigmas[0] * backend.predict_velocity(half, sigmas[0].expand(SHAPE[0]), batch.context, STUDENT)
+    full = torch.stack([x0[:, :, 0], 0.5 * (x0[:, :, 0] + x0[:, :, 1]), x0[:, :, 1]], dim=2)
+    x = (1 - sigmas[1]) * full + sigmas[1] * torch.randn(SHAPE, generator=generator)
+    with torch.no_grad():
+        x0 = x - sigmas[1] * backend.predict_velocity(x, sigmas[1].expand(SHAPE[0]), batch.context, STUDENT)
+    return (1 - sigmas[2]) * x0 + sigmas[2] * torch.randn(SHAPE, generator=generator)
+
+
+def test_interpolated_simulation_runs_the_head_on_every_second_frame_then_interpolates():
+    """The student's input at step 2 along interpolated sampling's path with switch 1, rebuilt by hand:
+    step 0 on frames 0 and 2 numbered 0 and 2, linear interpolation of its x0, re-noise, step 1 at full length."""
+    interp = InterpolatedSimulation(switch_index=1, probability=1.0, interpolator="linear")
+    backend = _perturbed_student()
+    x_in, k = student_step_input(backend, toy_batch(5), LOW_SCHEDULE, exit_index=2, interp=interp)
+    assert k == 2
+    assert torch.allclose(x_in, _interpolated_input_by_hand(backend, stride=2), atol=1e-5)
+    # the positions matter: numbered 0, 1 the half-length step gives another input
+    assert (x_in - _interpolated_input_by_hand(backend, stride=1)).abs().max() > 1e-3
+
+
+def test_interpolated_simulation_leaves_steps_before_the_switch_alone():
+    interp = InterpolatedSimulation(switch_index=2, probability=1.0, interpolator="linear")
+    backend = _perturbed_student()
+    with_interp, _ = student_step_input(backend, toy_batch(5), SCHEDULE, exit_index=1, interp=interp)
+    plain, _ = student_step_input(backend, toy_batch(5), SCHEDULE, exit_index=1)
+    assert torch.equal(with_interp, plain)
+
+
+def test_interpolated_simulation_rejects_bad_settings():
+    with pytest.raises(ValueError, match="probability"):
+        InterpolatedSimulation(1, 1.5)
+    with pytest.raises(ValueError, match="unknown interpolator"):
+        InterpolatedSimulation(1, 0.5, "cubic")
+    with pytest.raises(ValueError, match="switch index 3 must be below"):
+        AdvMethod(MethodContext(make_backend(), SCHEDULE), AdvConfig(interp_switch=3))
+    with pytest.raises(ValueError, match="switch index"):
+        AdvConfig(interp_switch=-1)
+    even = DistillBatch(toy_batch(5).context, toy_batch(5).negative, (2, 16, 4, 8, 8), None, torch.Generator())
+    with pytest.raises(ValueError, match="odd number of latent frames"):
+        student_step_input(make_backend(), even, SCHEDULE, exit_index=2, interp=InterpolatedSimulation(1, 1.0, "linear"))
 
 
 def test_adv_rejects_a_negative_onpolicy_weight():

@@ -104,6 +104,11 @@ class ComfyLoraBackend(RoleBackend):
 
         return comfy.model_management.get_torch_device()
 
+    @property
+    def positions_module(self) -> nn.Module:
+        """The network whose temporal positions ``sampling.positions.strided_positions`` strides."""
+        return self.patcher.model.diffusion_model
+
     def predict_x0(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor, role: str) -> torch.Tensor:
         self.check_role(role)
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).expand(x.shape[0])

@@ -61,6 +61,11 @@ class WanLoraBackend(RoleBackend):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def positions_module(self) -> torch.nn.Module:
+        """The network whose temporal positions ``sampling.positions.strided_positions`` strides."""
+        return self.model
+
     def _autocast(self, device: torch.device):
         if self.autocast_dtype is None:
             return nullcontext()

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .. import flow
 from ..backends.base import CRITIC, STUDENT, TEACHER, guided_x0
 from . import losses
-from .base import (DistillBatch, DistillMethod, backward_simulation, randn, sample_sigma, student_step_input,
+from .base import (DistillBatch, DistillMethod, InterpolatedSimulation, backward_simulation, randn, sample_sigma, student_step_input,
                    velocity_loss_per_sample)
 
 
@@ -55,6 +55,10 @@ class AdvConfig:
     # teacher Euler steps from the student's input down to sigma 0 that make the on-policy target (1: the
     # teacher's own x0 prediction; more: its flow-ODE solution, a sharp target instead of a posterior mean)
     onpolicy_teacher_steps: int = 1
+    # not in the paper: train on interpolated sampling's path too (base.InterpolatedSimulation); 0: off
+    interp_switch: int = 0
+    interp_probability: float = 0.5
+    interp_interpolator: str = "learned"
     spatial_window: int = 3
     temporal: str = "hinge"  # "hinge" (published), "anchored" (teacher/data-anchored), "none"
     temporal_weight: float = 0.05
@@ -77,6 +81,13 @@ class AdvConfig:
             raise ValueError(f"onpolicy_teacher_steps must be >= 1, got {self.onpolicy_teacher_steps}")
         if not self.regression_scale >= 0:
             raise ValueError(f"regression_scale must be >= 0, got {self.regression_scale}")
+        _ = self.interpolated_simulation  # building it checks the interp_* fields
+
+    @property
+    def interpolated_simulation(self) -> InterpolatedSimulation | None:
+        if not self.interp_switch:
+            return None
+        return InterpolatedSimulation(self.interp_switch, self.interp_probability, self.interp_interpolator)
 
 
 # ---- temporal regularisers: (x_hat, reference latents or None, cfg) -> (loss, metrics)
@@ -164,6 +175,9 @@ class AdvMethod(DistillMethod):
         if cfg.adaptive_regression and cfg.regression_from_step >= self.schedule.steps:
             raise ValueError(f"regression_from_step {cfg.regression_from_step} leaves none of the student's "
                              f"{self.schedule.steps} steps for the regression")
+        self.interp = cfg.interpolated_simulation
+        if self.interp is not None:
+            self.interp.check(self.schedule)
         self.student_params = self.backend.trainable_parameters(STUDENT)
         self.critic_params = self.backend.trainable_parameters(CRITIC)
         self._optimizers = {
@@ -243,7 +257,7 @@ class AdvMethod(DistillMethod):
         metrics: dict[str, float] = {}
         update_generator = step % self.cfg.generator_every == 0
         if update_generator:
-            x_in, exit_index = student_step_input(self.backend, batch, self.schedule)
+            x_in, exit_index = student_step_input(self.backend, batch, self.schedule, interp=self.interp)
             sigma = self.schedule.sigmas[exit_index].to(x_in.device)
             x_hat = self.backend.predict_x0(x_in, sigma, batch.context, STUDENT)
             loss, parts = self.dmd_loss(x_hat, batch)
@@ -265,7 +279,7 @@ class AdvMethod(DistillMethod):
             x_hat = x_hat.detach()
         else:
             with torch.no_grad():
-                x_hat, _ = backward_simulation(self.backend, batch, self.schedule)
+                x_hat, _ = backward_simulation(self.backend, batch, self.schedule, interp=self.interp)
         critic = self.critic_loss(x_hat, batch)
         metrics["critic_loss"] = float(critic.detach())
         metrics["critic_grad_norm"] = self._step("critic", critic, self.critic_params, self.cfg.grad_clip)

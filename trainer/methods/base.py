@@ -10,6 +10,7 @@ several processes train together and does nothing otherwise).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -70,32 +71,102 @@ def rand(shape, generator: torch.Generator | None, device: torch.device) -> torc
     return torch.rand(shape, generator=generator).to(device) if generator is not None else torch.rand(shape, device=device)
 
 
+@dataclass(frozen=True)
+class InterpolatedSimulation:
+    """Backward simulation along interpolated sampling's path (``sampling.interpolated``), so the student
+    learns the steps that follow the switch from the inputs interpolated sampling gives them.
+
+    With probability ``probability`` a sample whose exit index is at least ``switch_index`` runs its
+    first ``switch_index`` steps on every second latent frame (strided temporal positions), has the last
+    x0 prediction interpolated to full length by ``interpolator`` and re-noised with fresh noise, and
+    goes on at full length. 0 for ``switch_index`` turns it off.
+    """
+
+    switch_index: int = 0
+    probability: float = 0.5
+    interpolator: str = "learned"
+
+    def __post_init__(self):
+        if self.switch_index < 0:
+            raise ValueError(f"the interpolated simulation's switch index must be >= 0, got {self.switch_index}")
+        if not 0 <= self.probability <= 1:
+            raise ValueError(f"the interpolated simulation's probability must be in [0, 1], got {self.probability}")
+        from ..interp.model import INTERPOLATION_METHODS
+
+        if self.interpolator not in INTERPOLATION_METHODS:
+            raise ValueError(f"unknown interpolator {self.interpolator!r}; known: {', '.join(INTERPOLATION_METHODS)}")
+
+    def check(self, schedule: StudentSchedule, latent_shape: tuple[int, ...] | None = None) -> None:
+        """Raise ValueError unless the switch index lies inside the schedule and the latents can be subsampled."""
+        if self.switch_index >= schedule.steps:
+            raise ValueError(f"the interpolated simulation's switch index {self.switch_index} must be below the "
+                             f"student's {schedule.steps} steps (at least one full-length step follows the switch)")
+        if self.switch_index and latent_shape is not None:
+            from ..sampling.interpolated import check_subsamplable
+
+            check_subsamplable(torch.empty(latent_shape, device="meta"))
+
+
 def backward_simulation(backend: WanLoraBackend, batch: DistillBatch, schedule: StudentSchedule,
-                        exit_index: int | None = None) -> tuple[torch.Tensor, int]:
+                        exit_index: int | None = None,
+                        interp: InterpolatedSimulation | None = None) -> tuple[torch.Tensor, int]:
     """Generate student samples the way inference will, differentiating only the last step.
 
     Runs the student's consistency steps (predict x0, re-noise with fresh noise to the next
     sigma) from pure noise; the steps before a random exit index run without gradients, the
     exit step's x0 prediction keeps its graph (DMD2 / Self-Forcing backward simulation).
     """
-    x, exit_index = student_step_input(backend, batch, schedule, exit_index)
+    x, exit_index = student_step_input(backend, batch, schedule, exit_index, interp)
     return backend.predict_x0(x, schedule.sigmas[exit_index].to(x.device), batch.context, STUDENT), exit_index
 
 
 @torch.no_grad()
 def student_step_input(backend: WanLoraBackend, batch: DistillBatch, schedule: StudentSchedule,
-                       exit_index: int | None = None) -> tuple[torch.Tensor, int]:
+                       exit_index: int | None = None,
+                       interp: InterpolatedSimulation | None = None) -> tuple[torch.Tensor, int]:
     """The noisy input the student sees at step ``exit_index`` (random when None) of its own
-    sampling from pure noise: the steps before it run without gradients."""
+    sampling from pure noise: the steps before it run without gradients. With ``interp`` (and its
+    draw) the steps before its switch index run as interpolated sampling runs them."""
     device = backend.device
     sigmas = schedule.sigmas.to(device)
     if exit_index is None:
         exit_index = int(torch.randint(schedule.steps, (), generator=batch.generator))
     x = randn(batch.latent_shape, batch.generator, device) * sigmas[0]
-    for i in range(exit_index):
+    start = 0
+    if interp is not None and interp.switch_index and exit_index >= interp.switch_index:
+        if float(rand((), batch.generator, device)) < interp.probability:
+            x, start = _interpolated_head(backend, batch, sigmas, x, interp), interp.switch_index
+    for i in range(start, exit_index):
         x0 = backend.predict_x0(x, sigmas[i], batch.context, STUDENT)
         x = flow.add_noise(x0, randn(x.shape, batch.generator, device), sigmas[i + 1])
     return x, exit_index
+
+
+def _interpolated_head(backend, batch: DistillBatch, sigmas: torch.Tensor, x: torch.Tensor,
+                       interp: InterpolatedSimulation) -> torch.Tensor:
+    """Steps ``0 .. switch - 1`` on ``x[:, :, ::2]`` with strided positions, then the last x0 prediction
+    interpolated to full length and re-noised to ``sigmas[switch]``."""
+    from ..sampling.interpolated import check_subsamplable
+    from ..sampling.positions import strided_positions
+
+    check_subsamplable(x)
+    switch = interp.switch_index
+    half = x[:, :, ::2]
+    with strided_positions(backend.positions_module, 2):
+        for i in range(switch):
+            x0 = backend.predict_x0(half, sigmas[i], batch.context, STUDENT)
+            if i < switch - 1:
+                half = flow.add_noise(x0, randn(half.shape, batch.generator, x.device), sigmas[i + 1])
+    full = _latent_interpolator(interp.interpolator)(x0).to(x.dtype)
+    return flow.add_noise(full, randn(x.shape, batch.generator, x.device), sigmas[switch])
+
+
+@functools.lru_cache(maxsize=None)
+def _latent_interpolator(name: str):
+    """Resolved once per name: ``learned`` reads its weights file."""
+    from ..interp.model import resolve_interpolator
+
+    return resolve_interpolator(name)
 
 
 def sample_sigma(count: int, generator, device, shift: float, low: float, high: float) -> torch.Tensor:
