@@ -410,6 +410,10 @@ def test_interpolated_simulation_rejects_bad_settings():
         AdvMethod(MethodContext(make_backend(), SCHEDULE), AdvConfig(interp_switch=3))
     with pytest.raises(ValueError, match="switch index"):
         AdvConfig(interp_switch=-1)
+    with pytest.raises(ValueError, match="probability"):  # checked even while the simulation is off
+        AdvConfig(interp_probability=2.0)
+    with pytest.raises(ValueError, match="unknown interpolator"):
+        AdvConfig(interp_interpolator="cubic")
     even = DistillBatch(toy_batch(5).context, toy_batch(5).negative, (2, 16, 4, 8, 8), None, torch.Generator())
     with pytest.raises(ValueError, match="odd number of latent frames"):
         student_step_input(make_backend(), even, SCHEDULE, exit_index=2, interp=InterpolatedSimulation(1, 1.0, "linear"))

@@ -81,7 +81,7 @@ class AdvConfig:
             raise ValueError(f"onpolicy_teacher_steps must be >= 1, got {self.onpolicy_teacher_steps}")
         if not self.regression_scale >= 0:
             raise ValueError(f"regression_scale must be >= 0, got {self.regression_scale}")
-        _ = self.interpolated_simulation  # building it checks the interp_* fields
+        InterpolatedSimulation(self.interp_switch, self.interp_probability, self.interp_interpolator)  # checks them
 
     @property
     def interpolated_simulation(self) -> InterpolatedSimulation | None:
