@@ -251,6 +251,26 @@ def test_classifier_features_shape_and_chance_on_wrong_labels():
 
 
 @needs_weights
+def test_attribute_confusion_counts_what_the_classifier_reads_for_each_prompted_value():
+    classifier = load_classifier()
+    videos, attrs = make_batch(16, seed=5_000_099, cfg=DomainConfig(start="uniform"))
+    flip = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    flipped = [ClipAttributes(a.shape, a.colour, flip[a.direction], a.speed) for a in attrs]
+    confusion = metrics.attribute_confusion(videos, flipped, classifier)
+    accuracy = metrics.attribute_accuracy(videos, flipped, classifier)
+    for name in ("shape", "colour", "direction", "speed"):
+        matrix = torch.tensor(confusion[name]["matrix"])
+        assert matrix.sum() == 16
+        assert matrix.diagonal().sum() / 16 == pytest.approx(accuracy[f"acc_{name}"])
+        for value, row in zip(confusion[name]["labels"], matrix):  # row sums: clips prompted with that value
+            assert int(row.sum()) == sum(getattr(a, name) == value for a in flipped)
+    labels = confusion["direction"]["labels"]
+    moved = torch.tensor(confusion["direction"]["matrix"])
+    # the clips prompted "left" move right: the classifier's reading lands in the "right" column
+    assert moved[labels.index("left"), labels.index("right")] == sum(a.direction == "left" for a in flipped) > 0
+
+
+@needs_weights
 def test_score_videos_returns_every_metric():
     classifier = load_classifier()
     videos, attrs = make_batch(8, seed=5_000_007)

@@ -84,6 +84,15 @@ def evaluate_setups(denoiser, setups: list[SamplingSetup], eval_set: EvalSet, ba
     return rows, samples
 
 
+def confusion_by_row(samples: dict) -> dict[str, dict]:
+    """``metrics.attribute_confusion`` of every row's videos (``samples``: name -> (videos, prompts))."""
+    from .classifier import load_classifier
+    from .metrics import attribute_confusion
+
+    classifier = load_classifier()
+    return {name: attribute_confusion(videos, prompts, classifier) for name, (videos, prompts) in samples.items()}
+
+
 def student_sampling_setup(method: str, step_list, shift: float, name: str) -> SamplingSetup:
     """How a student of ``method`` is sampled: its own step list and shift, no CFG, its method's sampler."""
     from ..methods import method_registry
@@ -147,7 +156,8 @@ def run_eval(cfg: EvalConfig) -> dict:
                                     cfg.batch_size)
     out = Path(cfg.out)
     names = [s.name for s in setups]
-    result = {"teacher": str(cfg.teacher or "shipped"), "lora": str(cfg.lora) if cfg.lora else None, "rows": rows}
+    result = {"teacher": str(cfg.teacher or "shipped"), "lora": str(cfg.lora) if cfg.lora else None, "rows": rows,
+              "confusion": confusion_by_row(samples)}
     write_html_report(out / "report.html", "Stride toy evaluation", rows, samples,
                       notes=json.dumps({"teacher": result["teacher"], "lora": result["lora"], "setups": names,
                                         "repeats": cfg.repeats}),

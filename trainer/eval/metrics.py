@@ -449,6 +449,26 @@ def attribute_accuracy(videos: torch.Tensor, attrs: Sequence, classifier) -> dic
     return acc
 
 
+def attribute_confusion(videos: torch.Tensor, attrs: Sequence, classifier) -> dict[str, dict]:
+    """Per attribute, which value the classifier reads for each prompted value: ``{"labels": values,
+    "matrix": counts[prompted][read]}`` (a diagnosis of ``attribute_accuracy``: its diagonal over the clips)."""
+    from ..toy.domain import ATTRIBUTE_VALUES
+    from .classifier import labels_tensor
+
+    videos = _check_videos(videos)
+    attrs = _attributes(attrs)
+    if len(attrs) != videos.shape[0]:
+        raise ValueError(f"got {len(attrs)} attributes for {videos.shape[0]} videos")
+    predicted, truth = classifier.predict(videos), labels_tensor(attrs)
+    out = {}
+    for name, values in ATTRIBUTE_VALUES.items():
+        counts = torch.zeros(len(values), len(values), dtype=torch.long)
+        counts.index_put_((truth[name].cpu(), predicted[name].cpu()), torch.ones(len(attrs), dtype=torch.long),
+                          accumulate=True)
+        out[name] = {"labels": list(values), "matrix": counts.tolist()}
+    return out
+
+
 def score_videos(videos: torch.Tensor, attrs: Sequence, data_videos: torch.Tensor, classifier=None) -> dict[str, float]:
     """Every metric in one flat dict (keys of ``METRIC_DIRECTION``), against reference data clips.
 
