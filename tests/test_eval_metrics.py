@@ -375,3 +375,11 @@ def test_bench_sampling_adds_student_rows_without_touching_the_teacher_rows(tmp_
     assert zero["clips_per_row"] == 4
     with pytest.raises(ValueError, match="switch_index"):
         run_sampling_bench(lora=tmp_path / "zero.safetensors", **{**common, "switch_index": 4})
+    # student rows only: the same numbers as in the full run, no teacher rows, no speedups
+    alone = run_sampling_bench(lora=tmp_path / "zero.safetensors", student_only=True, **common)
+    assert [row["name"] for row in alone["rows"]] == ["data", "student_4", "student_4_interp"]
+    for row in alone["rows"][1:]:
+        assert row["fd"] == by_name[0][row["name"]]["fd"] and row["prompt_acc"] == by_name[0][row["name"]]["prompt_acc"]
+    assert set(alone["ratios"]) == {"interp_cost_ratio"}
+    with pytest.raises(ValueError, match="needs a student LoRA"):
+        run_sampling_bench(lora=None, student_only=True, **common)

@@ -63,19 +63,26 @@ def record_teacher_rows(teacher: Path | None, eval_set: EvalSet, batch_size: int
 
 def run_sampling_bench(teacher: Path | None = None, repeats: int = 1, batch_size: int = 32, bf16: bool = True,
                        lora: Path | None = None, switch_index: int = 2, max_clips: int | None = None,
-                       save_reference: Path | None = None) -> dict:
+                       save_reference: Path | None = None, student_only: bool = False) -> dict:
     """Teacher rows from the bare teacher, then (with ``lora``) student rows from the same teacher
     with the LoRA loaded, all on one ``EvalSet``; the data row is shared. The teacher rows are
-    recorded for the distillation report to reuse (user cache, and ``save_reference``)."""
+    recorded for the distillation report to reuse (user cache, and ``save_reference``).
+    ``student_only`` skips the teacher rows (and so the speedups): the data row, the two student
+    rows and ``interp_cost_ratio``, for choosing a LoRA's switch index in a minute or two."""
     from ..backends.diffusers_wan import DiffusersWanDenoiser
     from ..lora.export import load_comfy_lora_into_diffusers
     from ..toy.teacher import load_teacher_any
 
     dtype = torch.bfloat16 if bf16 else None
     eval_set = EvalSet(repeats=repeats, max_clips=max_clips)
-    setups = [PRESET_SETUPS[name] for name in ("teacher_50_cfg", "teacher_4", "teacher_8")]
+    if student_only and lora is None:
+        raise ValueError("student_only needs a student LoRA")
+    if student_only and save_reference is not None:
+        raise ValueError("student_only measures no teacher rows to save as a reference")
+    setups = [] if student_only else [PRESET_SETUPS[name] for name in ("teacher_50_cfg", "teacher_4", "teacher_8")]
     rows, _ = evaluate_setups(DiffusersWanDenoiser(load_teacher_any(teacher), dtype), setups, eval_set, batch_size)
-    record_teacher_rows(teacher, eval_set, batch_size, bf16, setups, rows, save_reference)
+    if setups:
+        record_teacher_rows(teacher, eval_set, batch_size, bf16, setups, rows, save_reference)
     ratios = {}
     if lora is not None:
         model = load_teacher_any(teacher)
@@ -87,7 +94,7 @@ def run_sampling_bench(teacher: Path | None = None, repeats: int = 1, batch_size
     rows = [{key: row[key] for key in ROW_KEYS} | {k: v for k, v in row.items() if k not in ROW_KEYS} for row in rows]
     return {"teacher": str(teacher or "shipped"), "lora": str(lora) if lora else None,
             "switch_index": switch_index if lora else None, "clips_per_row": len(eval_set.attributes()),
-            "rows": rows, "ratios": speedups(rows) | ratios}
+            "rows": rows, "ratios": ({} if student_only else speedups(rows)) | ratios}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-reference", type=Path, default=None,
                         help="also record the teacher rows here for reuse by the distillation report "
                              "(scripts/ship_toy_models.sh writes trainer/toy/assets/teacher_reference.json)")
+    parser.add_argument("--student-only", action="store_true",
+                        help="skip the teacher rows (and speedups): data, student and interpolated student rows only")
     parser.add_argument("--json", action="store_true")
 
 
@@ -122,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     result = run_sampling_bench(args.teacher, args.repeats, args.batch_size, lora=resolve_lora(args.lora),
                                 switch_index=args.switch_index, max_clips=args.max_clips,
-                                save_reference=args.save_reference)
+                                save_reference=args.save_reference, student_only=args.student_only)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
