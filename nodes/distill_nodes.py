@@ -92,7 +92,7 @@ class StrideDistillLoRA(io.ComfyNode):
                 io.Float.Input("shift", default=5.0, min=0.01, max=100.0, step=0.01),
                 io.Int.Input("iterations", default=200, min=1, max=100000),
                 io.Int.Input("rank", default=16, min=1, max=256),
-                io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=1e-1, step=1e-6),
+                io.Float.Input("learning_rate", default=3e-4, min=1e-7, max=1e-1, step=1e-6),
                 io.Float.Input("teacher_cfg", default=5.0, min=1.0, max=20.0, step=0.1),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
                 io.String.Input("save_name", default="stride_student"),
