@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from .. import flow
 from ..backends.base import CRITIC, STUDENT, TEACHER, guided_x0
 from . import losses
-from .base import (DistillBatch, DistillMethod, InterpolatedSimulation, backward_simulation, randn, sample_sigma, student_step_input,
-                   velocity_loss_per_sample)
+from .base import (DistillBatch, DistillMethod, InterpolatedSimulation, backward_simulation, randn, sample_sigma,
+                   student_step_input, velocity_loss_per_sample)
 
 
 @dataclass
