@@ -264,6 +264,19 @@ def _perturbed_student(seed: int = 7):
     return backend
 
 
+def _student_input_by_hand(backend, batch: DistillBatch) -> tuple[torch.Tensor, int]:
+    """The student's input at a random exit index of its own sampling, with backward simulation's draws
+    (exit index, start noise, re-noise) replayed from velocities, without the method's helpers."""
+    generator, sigmas = batch.generator, SCHEDULE.sigmas
+    k = int(torch.randint(SCHEDULE.steps, (), generator=generator))
+    x = torch.randn(SHAPE, generator=generator) * sigmas[0]
+    with torch.no_grad():
+        for i in range(k):
+            x0 = x - sigmas[i] * backend.predict_velocity(x, sigmas[i].expand(SHAPE[0]), batch.context, STUDENT)
+            x = (1 - sigmas[i + 1]) * x0 + sigmas[i + 1] * torch.randn(SHAPE, generator=generator)
+    return x, k
+
+
 def test_adv_onpolicy_guidance_regresses_the_students_own_step_on_the_cfg_teacher():
     """The on-policy term is the mean squared distance between the student's x0 at the input its
     own sampling reaches (same draws as backward simulation: exit index, start noise, re-noise) and
@@ -274,14 +287,9 @@ def test_adv_onpolicy_guidance_regresses_the_students_own_step_on_the_cfg_teache
     metrics = AdvMethod(MethodContext(_perturbed_student(), SCHEDULE), cfg).train_step(toy_batch(5), 0)
 
     backend, batch = _perturbed_student(), toy_batch(5)
-    generator = batch.generator
     sigmas = SCHEDULE.sigmas
-    k = int(torch.randint(SCHEDULE.steps, (), generator=generator))
-    x = torch.randn(SHAPE, generator=generator) * sigmas[0]
+    x, k = _student_input_by_hand(backend, batch)
     with torch.no_grad():
-        for i in range(k):
-            x0 = x - sigmas[i] * backend.predict_velocity(x, sigmas[i].expand(SHAPE[0]), batch.context, STUDENT)
-            x = (1 - sigmas[i + 1]) * x0 + sigmas[i + 1] * torch.randn(SHAPE, generator=generator)
         sigma = sigmas[k].expand(SHAPE[0])
         student = x - sigmas[k] * backend.predict_velocity(x, sigma, batch.context, STUDENT)
         cond = backend.predict_velocity(x, sigma, batch.context, TEACHER)
@@ -328,10 +336,8 @@ def test_adv_onpolicy_target_with_teacher_steps_is_the_cfg_teachers_euler_soluti
     metrics = AdvMethod(MethodContext(_perturbed_student(), SCHEDULE), cfg).train_step(toy_batch(5), 0)
 
     backend, batch = _perturbed_student(), toy_batch(5)
-    generator = batch.generator
     sigmas = SCHEDULE.sigmas
-    k = int(torch.randint(SCHEDULE.steps, (), generator=generator))
-    x = torch.randn(SHAPE, generator=generator) * sigmas[0]
+    x, k = _student_input_by_hand(backend, batch)
 
     def velocity(x, s, role, context):
         return backend.predict_velocity(x, torch.full((SHAPE[0],), float(s)), context, role)
@@ -341,9 +347,6 @@ def test_adv_onpolicy_target_with_teacher_steps_is_the_cfg_teachers_euler_soluti
         return x - s * (uncond + 3.0 * (cond - uncond))
 
     with torch.no_grad():
-        for i in range(k):
-            x0 = x - sigmas[i] * velocity(x, sigmas[i], STUDENT, batch.context)
-            x = (1 - sigmas[i + 1]) * x0 + sigmas[i + 1] * torch.randn(SHAPE, generator=generator)
         s = float(sigmas[k])
         student = x - s * velocity(x, s, STUDENT, batch.context)
         u_mid = 0.5 * s / (shift - (shift - 1) * s)
