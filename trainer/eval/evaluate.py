@@ -84,12 +84,10 @@ def evaluate_setups(denoiser, setups: list[SamplingSetup], eval_set: EvalSet, ba
     return rows, samples
 
 
-def confusion_by_row(samples: dict) -> dict[str, dict]:
+def confusion_by_row(samples: dict, classifier) -> dict[str, dict]:
     """``metrics.attribute_confusion`` of every row's videos (``samples``: name -> (videos, prompts))."""
-    from .classifier import load_classifier
     from .metrics import attribute_confusion
 
-    classifier = load_classifier()
     return {name: attribute_confusion(videos, prompts, classifier) for name, (videos, prompts) in samples.items()}
 
 
@@ -143,6 +141,7 @@ def setups_for(cfg: EvalConfig) -> list[SamplingSetup]:
 def run_eval(cfg: EvalConfig) -> dict:
     from ..lora.export import load_comfy_lora_into_diffusers
     from ..toy.teacher import load_teacher_any
+    from .classifier import load_classifier
     from .report import write_html_report
 
     if cfg.threads:
@@ -152,12 +151,13 @@ def run_eval(cfg: EvalConfig) -> dict:
     if cfg.lora:
         load_comfy_lora_into_diffusers(model, cfg.lora, "eval_lora")
     denoiser = DiffusersWanDenoiser(model, torch.bfloat16 if cfg.bf16 else None)
+    classifier = load_classifier()  # one load serves the rows' scores and their confusion matrices
     rows, samples = evaluate_setups(denoiser, setups, EvalSet(repeats=cfg.repeats, seed=cfg.seed, max_clips=cfg.max_clips or None),
-                                    cfg.batch_size)
+                                    cfg.batch_size, classifier=classifier)
     out = Path(cfg.out)
     names = [s.name for s in setups]
     result = {"teacher": str(cfg.teacher or "shipped"), "lora": str(cfg.lora) if cfg.lora else None, "rows": rows,
-              "confusion": confusion_by_row(samples)}
+              "confusion": confusion_by_row(samples, classifier)}
     write_html_report(out / "report.html", "Stride toy evaluation", rows, samples,
                       notes=json.dumps({"teacher": result["teacher"], "lora": result["lora"], "setups": names,
                                         "repeats": cfg.repeats}),
