@@ -96,15 +96,12 @@ class InterpolatedSimulation:
         if self.interpolator not in INTERPOLATION_METHODS:
             raise ValueError(f"unknown interpolator {self.interpolator!r}; known: {', '.join(INTERPOLATION_METHODS)}")
 
-    def check(self, schedule: StudentSchedule, latent_shape: tuple[int, ...] | None = None) -> None:
-        """Raise ValueError unless the switch index lies inside the schedule and the latents can be subsampled."""
+    def check(self, schedule: StudentSchedule) -> None:
+        """Raise ValueError unless the switch index lies inside the schedule (the latents' frame count is
+        checked where they are subsampled, ``_interpolated_head``)."""
         if self.switch_index >= schedule.steps:
             raise ValueError(f"the interpolated simulation's switch index {self.switch_index} must be below the "
                              f"student's {schedule.steps} steps (at least one full-length step follows the switch)")
-        if self.switch_index and latent_shape is not None:
-            from ..sampling.interpolated import check_subsamplable
-
-            check_subsamplable(torch.empty(latent_shape, device="meta"))
 
 
 def backward_simulation(backend: WanLoraBackend, batch: DistillBatch, schedule: StudentSchedule,
