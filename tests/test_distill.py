@@ -287,3 +287,53 @@ def test_report_reuses_the_teacher_rows_bench_sampling_recorded_and_only_an_exac
         assert source == "teacher rows measured in this run" and rows[0]["fd"] != 12345.0
     key = reference.record_key(record["key"]["teacher_sha256"], eval_set, 32, True)
     assert reference.find_rows(key, [], [tmp_path / "shipped.json"]) is None
+
+
+def test_student_ema_follows_the_ramped_average_and_applied_restores_the_raw_weights():
+    from trainer.distill.ema import StudentEMA
+
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.ones(2, 2))
+    ema = StudentEMA([a, b], decay=0.5)
+    expected_a = torch.zeros(3)
+    for n, value in enumerate([1.0, 4.0, -2.0, 8.0], start=1):
+        with torch.no_grad():
+            a.fill_(value)
+        d = ema.update()
+        assert d == pytest.approx(min(0.5, (1 + n) / (10 + n)))
+        expected_a = d * expected_a + (1 - d) * value
+    # updates 1-4 ramp: 2/11, 3/12, 4/13, 5/14 (all below 0.5)
+    by_hand = 0.0
+    for n, value in enumerate([1.0, 4.0, -2.0, 8.0], start=1):
+        d = (1 + n) / (10 + n)
+        by_hand = d * by_hand + (1 - d) * value
+    assert torch.allclose(ema.shadow[0], torch.full((3,), by_hand)) and torch.allclose(ema.shadow[0], expected_a)
+    assert torch.equal(ema.shadow[1], torch.ones(2, 2))  # a constant tensor stays where it is
+    with ema.applied():
+        assert torch.allclose(a.detach(), torch.full((3,), by_hand))
+    assert torch.equal(a.detach(), torch.full((3,), 8.0))
+    with pytest.raises(ValueError, match="decay"):
+        StudentEMA([a], decay=1.0)
+    with pytest.raises(ValueError, match="student_ema"):
+        DistillConfig(student_ema=1.5)
+
+
+def test_student_ema_is_what_the_run_exports_and_it_resumes_exactly(tmp_path, tiny_teacher):
+    straight = distill(tiny_config(tmp_path / "a", tiny_teacher, student_ema=0.9))
+    state = torch.load(straight.state_path, weights_only=False)
+    assert state["student_ema"]["updates"] == 4
+    student = straight.backend.trainable_parameters("student")
+    raw = [state["adapters"][n] for n, p in straight.backend.model.named_parameters()
+           if any(p is q for q in student)]
+    # the run's weights at the end are the saved shadow, not the raw weights training continues from
+    for p, s in zip(student, state["student_ema"]["shadow"]):
+        assert torch.equal(p.detach(), s)
+    assert any(not torch.allclose(p.detach(), r) for p, r in zip(student, raw))
+
+    half = distill(tiny_config(tmp_path / "b", tiny_teacher, student_ema=0.9), stop_check=lambda: True)
+    assert half.steps_done == 1
+    resumed = distill(tiny_config(tmp_path / "b", tiny_teacher, student_ema=0.9))
+    a, b = lora_tensors(straight), lora_tensors(resumed)
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5), name
+    with pytest.raises(ValueError, match="trained with a student EMA"):
+        distill(tiny_config(tmp_path / "b", tiny_teacher, steps=5))

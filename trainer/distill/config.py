@@ -45,6 +45,9 @@ class DistillConfig:
     state_dir: Path | None = None  # default: ~/.cache/comfyui-stride/distill/<name>
     resume: bool = True  # continue from the state of a previous run with the same name
     checkpoint_every: int = 50
+    # decay of an exponential moving average of the student's LoRA weights that export and evaluation use
+    # (trainer/distill/ema.py; not in the papers); 0: off, the raw weights are exported
+    student_ema: float = 0.0
     preview_every: int = 100  # student samples of fixed prompts and noise into <out>/<name>_previews (0: off)
     eval_repeats: int = 1  # toy report: clips per row = 96 x repeats (0: no evaluation)
     reuse_reference: bool = True  # toy report: teacher rows from bench sampling's matching record, if any
@@ -71,6 +74,8 @@ class DistillConfig:
             raise ValueError("steps and batch_size must be >= 1")
         if self.preview_every < 0:
             raise ValueError(f"preview_every must be >= 0, got {self.preview_every}")
+        if not 0.0 <= self.student_ema < 1.0:
+            raise ValueError(f"student_ema must be in [0, 1) (0: off), got {self.student_ema}")
         if self.lora_rank < 1 or self.critic_rank < 1:
             raise ValueError("lora_rank and critic_rank must be >= 1")
         if self.prompts is not None and self.embeddings is not None:

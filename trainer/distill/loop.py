@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ..methods.base import DistillBatch, MethodContext, NonFiniteLoss, StudentSc
 from .config import DistillConfig
 from ..seeding import step_generator
 from .data import EmbeddingData, ToyData, cached_prompt_embeddings
+from .ema import StudentEMA
 from .preview import PREVIEW_CLIPS, sample_student, write_preview
 
 
@@ -167,6 +169,7 @@ def distill(cfg: DistillConfig, stop_check=None, on_step=None, backend=None, dat
         method_cfg = method_cfg.for_run(cfg.steps)
     method = method_cls(MethodContext(backend, schedule, dist.sync_gradients), method_cfg)
     data = data if data is not None else build_data(cfg, dist.rank)
+    ema = StudentEMA(backend.trainable_parameters(STUDENT), cfg.student_ema) if cfg.student_ema else None
 
     state_path = cfg.resolved_state_dir / "state.pt"
     start, history = 0, []
@@ -178,6 +181,7 @@ def distill(cfg: DistillConfig, stop_check=None, on_step=None, backend=None, dat
         for name, opt in method.optimizers().items():
             opt.load_state_dict(state["optimizers"][name])
         method.load_state_dict(state["method_state"])
+        _load_ema_state(ema, state, state_path)
         start, history = state["step"], state.get("history", [])
 
     def save(step: int) -> None:
@@ -185,6 +189,7 @@ def distill(cfg: DistillConfig, stop_check=None, on_step=None, backend=None, dat
             atomic_torch_save({"step": step, "method": cfg.method, "adapters": adapter_state(backend),
                                "optimizers": {n: o.state_dict() for n, o in method.optimizers().items()},
                                "method_state": method.state_dict(), "history": history,
+                               "student_ema": None if ema is None else ema.state_dict(),
                                "config": config_to_dict(cfg)}, state_path)
         dist.barrier()
 
@@ -218,6 +223,8 @@ def distill(cfg: DistillConfig, stop_check=None, on_step=None, backend=None, dat
                                     f"{state_path}. Check the inputs or lower the learning rate, then rerun to "
                                     f"resume from it.") from None
             done = step + 1
+            if ema is not None:
+                ema.update()
             history.append({"step": done, **{k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}})
             if bar is not None:
                 bar.update(1)
@@ -228,8 +235,9 @@ def distill(cfg: DistillConfig, stop_check=None, on_step=None, backend=None, dat
                 on_step(done, cfg.steps, metrics)
             if cfg.preview_every and done % cfg.preview_every == 0 and dist.is_main:
                 previews = previews or data.preview_prompts(PREVIEW_CLIPS)
-                written = write_preview(sample_student(backend, schedule, cfg.method, previews, device), previews,
-                                        Path(cfg.out) / f"{cfg.name}_previews", done)
+                with ema.applied() if ema is not None else nullcontext():
+                    clips = sample_student(backend, schedule, cfg.method, previews, device)
+                written = write_preview(clips, previews, Path(cfg.out) / f"{cfg.name}_previews", done)
                 if bar is not None:
                     bar.write(f"preview: {written}")
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
@@ -249,9 +257,21 @@ def distill(cfg: DistillConfig, stop_check=None, on_step=None, backend=None, dat
         if bar is not None:
             bar.close()
     steps_done = history[-1]["step"] if history else start
+    if ema is not None:  # export and evaluation take the average; the saved state keeps the raw weights
+        ema.copy_to_params()
     if dist.world > 1:  # lets users (and the tests) see that every process holds the same LoRA
         _print_rank_checksum(dist.rank, backend, initial_checksum)
     return DistillOutcome(backend, schedule, steps_done, state_path, history, stopped, time.time() - t0)
+
+
+def _load_ema_state(ema: StudentEMA | None, state: dict, state_path: Path) -> None:
+    saved = state.get("student_ema")
+    if (ema is None) != (saved is None):
+        had = "with" if saved is not None else "without"
+        raise ValueError(f"{state_path} was trained {had} a student EMA and this run sets student_ema "
+                         f"{'off' if ema is None else 'on'}; keep the setting, or use another --name or --no-resume")
+    if ema is not None:
+        ema.load_state_dict(saved)
 
 
 def _adapter_checksum(backend: WanLoraBackend) -> str:
