@@ -49,6 +49,9 @@ class AdvConfig:
     regression_target: str = "data"  # "data" (published), "teacher" (CFG teacher velocity) or "mixed"
     regression_scale: float = 1.0  # multiplies L_reg (published: 1, the adaptive weight alone)
     regression_from_step: int = 0  # L_reg at the student's step indices >= this (0: all, published)
+    # not in the paper: 0 keeps L_reg's weight constant (published); N > 0 lowers it linearly from
+    # regression_scale at step 0 to 0 at step N and leaves L_reg out from then on (DMD alone finishes the run)
+    regression_fade_steps: int = 0
     # not in the paper: weight of an on-policy guidance regression, the student's x0 at the input its own
     # sampling gives it regressed on the CFG teacher's x0 for that input (0: off)
     onpolicy_weight: float = 0.0
@@ -81,7 +84,17 @@ class AdvConfig:
             raise ValueError(f"onpolicy_teacher_steps must be >= 1, got {self.onpolicy_teacher_steps}")
         if not self.regression_scale >= 0:
             raise ValueError(f"regression_scale must be >= 0, got {self.regression_scale}")
+        if self.regression_fade_steps < 0:
+            raise ValueError(f"regression_fade_steps must be >= 0 (0: no fade), got {self.regression_fade_steps}")
         InterpolatedSimulation(self.interp_switch, self.interp_probability, self.interp_interpolator)  # checks them
+
+    def regression_weight(self, step: int) -> float:
+        """L_reg's weight at training step ``step`` (0-based)."""
+        if not self.adaptive_regression:
+            return 0.0
+        if not self.regression_fade_steps:
+            return self.regression_scale
+        return self.regression_scale * max(0.0, 1.0 - step / self.regression_fade_steps)
 
     @property
     def interpolated_simulation(self) -> InterpolatedSimulation | None:
@@ -266,9 +279,10 @@ class AdvMethod(DistillMethod):
                 onpolicy = self.onpolicy_loss(x_hat, x_in, sigma, batch)
                 loss = loss + self.cfg.onpolicy_weight * onpolicy
                 metrics["onpolicy"] = float(onpolicy.detach())
-            if self.cfg.adaptive_regression:
+            reg_weight = self.cfg.regression_weight(step)
+            if reg_weight > 0:
                 reg, parts = self.regression_loss(batch)
-                loss = loss + self.cfg.regression_scale * reg
+                loss = loss + reg_weight * reg
                 metrics.update(parts)
             temp, parts = TEMPORAL_LOSSES[self.cfg.temporal](x_hat, batch.real_latents, self.cfg)
             loss = loss + temp
