@@ -383,3 +383,11 @@ def test_bench_sampling_adds_student_rows_without_touching_the_teacher_rows(tmp_
     assert set(alone["ratios"]) == {"interp_cost_ratio"}
     with pytest.raises(ValueError, match="needs a student LoRA"):
         run_sampling_bench(lora=None, student_only=True, **common)
+    # another interpolator changes only the interpolated row
+    linear = run_sampling_bench(lora=tmp_path / "strong.safetensors", student_only=True, interpolator="linear", **common)
+    lin = {r["name"]: r for r in linear["rows"]}
+    assert linear["interpolator"] == "linear" and alone["interpolator"] == "learned"
+    assert lin["student_4"]["fd"] == by_name[1]["student_4"]["fd"]
+    assert lin["student_4_interp"]["fd"] != by_name[1]["student_4_interp"]["fd"]
+    with pytest.raises(ValueError, match="unknown interpolator"):
+        run_sampling_bench(lora=tmp_path / "zero.safetensors", student_only=True, interpolator="rife", **common)

@@ -63,18 +63,24 @@ def record_teacher_rows(teacher: Path | None, eval_set: EvalSet, batch_size: int
 
 def run_sampling_bench(teacher: Path | None = None, repeats: int = 1, batch_size: int = 32, bf16: bool = True,
                        lora: Path | None = None, switch_index: int = 2, max_clips: int | None = None,
-                       save_reference: Path | None = None, student_only: bool = False) -> dict:
+                       save_reference: Path | None = None, student_only: bool = False,
+                       interpolator: str = "learned") -> dict:
     """Teacher rows from the bare teacher, then (with ``lora``) student rows from the same teacher
     with the LoRA loaded, all on one ``EvalSet``; the data row is shared. The teacher rows are
     recorded for the distillation report to reuse (user cache, and ``save_reference``).
     ``student_only`` skips the teacher rows (and so the speedups): the data row, the two student
-    rows and ``interp_cost_ratio``, for choosing a LoRA's switch index in a minute or two."""
+    rows and ``interp_cost_ratio``, for choosing a LoRA's switch index in a minute or two.
+    ``interpolator`` names the interpolated row's latent interpolator (``INTERPOLATION_METHODS``)."""
     from ..backends.diffusers_wan import DiffusersWanDenoiser
     from ..lora.export import load_comfy_lora_into_diffusers
     from ..toy.teacher import load_teacher_any
 
+    from ..interp.model import INTERPOLATION_METHODS
+
     dtype = torch.bfloat16 if bf16 else None
     eval_set = EvalSet(repeats=repeats, max_clips=max_clips)
+    if interpolator not in INTERPOLATION_METHODS:
+        raise ValueError(f"unknown interpolator {interpolator!r}; known: {', '.join(INTERPOLATION_METHODS)}")
     if student_only and lora is None:
         raise ValueError("student_only needs a student LoRA")
     if student_only and save_reference is not None:
@@ -87,13 +93,14 @@ def run_sampling_bench(teacher: Path | None = None, repeats: int = 1, batch_size
     if lora is not None:
         model = load_teacher_any(teacher)
         load_comfy_lora_into_diffusers(model, lora, "student")
-        student_rows, _ = evaluate_setups(DiffusersWanDenoiser(model, dtype), student_setups(lora, switch_index),
+        student_rows, _ = evaluate_setups(DiffusersWanDenoiser(model, dtype), student_setups(lora, switch_index, interpolator),
                                           eval_set, batch_size)
         rows += student_rows[1:]  # one data row
         ratios["interp_cost_ratio"] = rows[-1]["seconds"] / rows[-2]["seconds"]
     rows = [{key: row[key] for key in ROW_KEYS} | {k: v for k, v in row.items() if k not in ROW_KEYS} for row in rows]
     return {"teacher": str(teacher or "shipped"), "lora": str(lora) if lora else None,
-            "switch_index": switch_index if lora else None, "clips_per_row": len(eval_set.attributes()),
+            "switch_index": switch_index if lora else None, "interpolator": interpolator if lora else None,
+            "clips_per_row": len(eval_set.attributes()),
             "rows": rows, "ratios": ({} if student_only else speedups(rows)) | ratios}
 
 
@@ -105,6 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="student LoRA for the student rows (default: the shipped toy student; 'none': no student rows)")
     parser.add_argument("--switch-index", type=int, default=2,
                         help="interpolated student row: steps run on every second latent frame before interpolating")
+    parser.add_argument("--interpolator", default="learned",
+                        help="interpolated student row: the latent interpolator (learned: the shipped one; or a "
+                             "training-free method: linear, slerp, motion_compensated)")
     parser.add_argument("--max-clips", type=int, default=None, help="score only the first N clips (quick checks)")
     parser.add_argument("--save-reference", type=Path, default=None,
                         help="also record the teacher rows here for reuse by the distillation report "
@@ -131,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     result = run_sampling_bench(args.teacher, args.repeats, args.batch_size, lora=resolve_lora(args.lora),
                                 switch_index=args.switch_index, max_clips=args.max_clips,
-                                save_reference=args.save_reference, student_only=args.student_only)
+                                save_reference=args.save_reference, student_only=args.student_only,
+                                interpolator=args.interpolator)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
