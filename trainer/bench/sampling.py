@@ -73,14 +73,12 @@ def run_sampling_bench(teacher: Path | None = None, repeats: int = 1, batch_size
     ``interpolator`` names the interpolated row's latent interpolator (``INTERPOLATION_METHODS``)."""
     from ..backends.diffusers_wan import DiffusersWanDenoiser
     from ..lora.export import load_comfy_lora_into_diffusers
+    from ..interp.model import check_interpolator_name
     from ..toy.teacher import load_teacher_any
-
-    from ..interp.model import INTERPOLATION_METHODS
 
     dtype = torch.bfloat16 if bf16 else None
     eval_set = EvalSet(repeats=repeats, max_clips=max_clips)
-    if interpolator not in INTERPOLATION_METHODS:
-        raise ValueError(f"unknown interpolator {interpolator!r}; known: {', '.join(INTERPOLATION_METHODS)}")
+    check_interpolator_name(interpolator)
     if student_only and lora is None:
         raise ValueError("student_only needs a student LoRA")
     if student_only and save_reference is not None:

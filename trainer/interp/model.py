@@ -211,6 +211,12 @@ INTERPOLATION_METHODS: dict[str, Callable[[], LatentFunction]] = {
 }
 
 
+def check_interpolator_name(name: str) -> None:
+    """Raise ValueError unless ``name`` is a key of ``INTERPOLATION_METHODS`` (checked before long work starts)."""
+    if name not in INTERPOLATION_METHODS:
+        raise ValueError(f"unknown interpolator {name!r}; known: {', '.join(INTERPOLATION_METHODS)}")
+
+
 def resolve_interpolator(spec: str | LatentInterpolator | LatentFunction) -> LatentFunction:
     """A ``[B, C, F, H, W] -> [B, C, 2F - 1, H, W]`` function from a method name, an interpolator or a callable.
 

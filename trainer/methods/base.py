@@ -91,10 +91,9 @@ class InterpolatedSimulation:
             raise ValueError(f"the interpolated simulation's switch index must be >= 0, got {self.switch_index}")
         if not 0 <= self.probability <= 1:
             raise ValueError(f"the interpolated simulation's probability must be in [0, 1], got {self.probability}")
-        from ..interp.model import INTERPOLATION_METHODS
+        from ..interp.model import check_interpolator_name
 
-        if self.interpolator not in INTERPOLATION_METHODS:
-            raise ValueError(f"unknown interpolator {self.interpolator!r}; known: {', '.join(INTERPOLATION_METHODS)}")
+        check_interpolator_name(self.interpolator)
 
     def check(self, schedule: StudentSchedule) -> None:
         """Raise ValueError unless the switch index lies inside the schedule (the latents' frame count is
