@@ -22,7 +22,7 @@ DEFAULT_STATE_ROOT = Path.home() / ".cache" / "comfyui-stride" / "distill"
 class DistillConfig:
     method: str = "adv"
     name: str = "toy_adv"  # the run's name: output files and the resume state are keyed by it
-    steps: int = 800
+    steps: int = 600
     batch_size: int = 4
     seed: int = 0
     # measured on the toy teacher (README): its 4-step CFG samples on this list at shift 3 beat the ADV paper's
