@@ -259,6 +259,52 @@ def test_adv_regression_fade_lowers_the_weight_linearly_then_leaves_the_term_out
         assert "reg" not in metrics and metrics["generator_loss"] == pytest.approx(metrics["dmd"], rel=1e-6)
 
 
+def test_adv_gan_term_adds_to_the_generator_loss_and_trains_only_the_head_besides_the_loras():
+    """gan_weight > 0: L_G gains gan_weight * softplus(-D(x_hat)) and the discriminator head learns after
+    the critic; the frozen base never changes; gan_weight 0 (published) builds no discriminator at all."""
+    weight = 0.5
+    cfg = AdvConfig(generator_every=1, regression_weighting="constant", temporal="none", gan_weight=weight,
+                    gan_head_channels=8, discriminator_lr=1e-2)
+    method = AdvMethod(MethodContext(make_backend(), SCHEDULE), cfg)
+    assert set(method.optimizers()) == {"generator", "critic", "discriminator"}
+    base = base_state(method.backend)
+    head = [p.detach().clone() for p in method.head_params]
+    metrics = method.train_step(toy_batch(4), 0)
+    assert metrics["adv_g"] > 0 and {"adv_d", "discriminator_grad_norm"} <= set(metrics)
+    assert metrics["generator_loss"] == pytest.approx(metrics["dmd"] + metrics["reg"] + weight * metrics["adv_g"],
+                                                      rel=1e-5)
+    assert any(not torch.equal(a, b) for a, b in zip(head, method.head_params)), "the head did not learn"
+    for key, value in base_state(method.backend).items():
+        assert torch.equal(value, base[key]), f"base parameter {key} changed"
+
+    plain = AdvMethod(MethodContext(make_backend(), SCHEDULE), AdvConfig(generator_every=1))
+    assert plain.discriminator is None and set(plain.optimizers()) == {"generator", "critic"}
+    assert "head" not in plain.state_dict() and "adv_g" not in plain.train_step(toy_batch(4), 0)
+
+
+def test_adv_gan_head_is_resumed_and_a_state_without_it_is_refused():
+    cfg = AdvConfig(generator_every=1, gan_weight=1.0, gan_head_channels=8, discriminator_lr=1e-2)
+    trained = AdvMethod(MethodContext(make_backend(), SCHEDULE), cfg)
+    trained.train_step(toy_batch(4), 0)
+    fresh = AdvMethod(MethodContext(make_backend(), SCHEDULE), cfg)
+    fresh.load_state_dict(trained.state_dict())
+    for a, b in zip(trained.discriminator.head.state_dict().values(), fresh.discriminator.head.state_dict().values()):
+        assert torch.equal(a, b)
+    without = AdvMethod(MethodContext(make_backend(), SCHEDULE), AdvConfig()).state_dict()
+    with pytest.raises(ValueError, match="no discriminator head"):
+        fresh.load_state_dict(without)
+    for bad in ({"gan_weight": -1.0}, {"gan_sigma_max": 0.0}, {"gan_sigma_max": 1.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            AdvConfig(**bad)
+
+
+def test_adv_gan_term_needs_real_latents():
+    method = AdvMethod(MethodContext(make_backend(), SCHEDULE),
+                       AdvConfig(generator_every=2, gan_weight=1.0, gan_head_channels=8, adaptive_regression=False))
+    with pytest.raises(ValueError, match="real latents"):
+        method.train_step(toy_batch(4, real=False), 1)
+
+
 def test_adv_regression_from_step_skips_the_first_step_indices():
     """The regression draws its step index from [regression_from_step, steps); the published default
     draws every index, so index 0 (pure noise) appears within a few draws."""

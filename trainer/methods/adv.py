@@ -14,6 +14,11 @@ Generator objective ``L_G = L_DMD + w * L_reg + [L_temp >= hinge] * temporal_wei
   timesteps) or the mean of the two (``"mixed"``, which equals half of each loss up to a constant).
 - ``L_temp``: ``-log(mean_{c,h,w} Var_frames(x_hat) + 1e-6)`` with the published hinge, or the
   teacher-anchored variant that matches per-channel frame-difference energy to real data.
+- optional, not in the paper (``gan_weight`` > 0, DMD2's GAN term): ``+ gan_weight * softplus(-D(x_hat))``
+  with ``D`` a head on the frozen teacher's features (``gan.FeatureDiscriminator``, the discriminator
+  AVDM2 uses), trained on real latents against the student's samples after every critic step. DMD
+  matches the teacher; this term pulls towards the data, which a student can then match better than
+  its teacher sampled in few steps.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from ..backends.base import CRITIC, STUDENT, TEACHER, guided_x0
 from . import losses
 from .base import (DistillBatch, DistillMethod, InterpolatedSimulation, backward_simulation, randn, sample_sigma,
                    student_step_input, velocity_loss_per_sample)
+from .gan import FeatureDiscriminator
 
 
 @dataclass
@@ -62,6 +68,13 @@ class AdvConfig:
     interp_switch: int = 0
     interp_probability: float = 0.5
     interp_interpolator: str = "learned"
+    # not in the paper (DMD2's GAN term): weight of a non-saturating diffusion-GAN generator loss whose
+    # discriminator is a head on the frozen teacher's features (trainer/methods/gan.py), trained on real
+    # latents against the student's samples at every critic step; 0: off (published ADV)
+    gan_weight: float = 0.0
+    gan_sigma_max: float = 0.5  # real and student videos are noised to sigma ~ U[0, gan_sigma_max] for it
+    discriminator_lr: float = 2e-4
+    gan_head_channels: int = 64
     spatial_window: int = 3
     temporal: str = "hinge"  # "hinge" (published), "anchored" (teacher/data-anchored), "none"
     temporal_weight: float = 0.05
@@ -84,6 +97,10 @@ class AdvConfig:
             raise ValueError(f"onpolicy_teacher_steps must be >= 1, got {self.onpolicy_teacher_steps}")
         if not self.regression_scale >= 0:
             raise ValueError(f"regression_scale must be >= 0, got {self.regression_scale}")
+        if not self.gan_weight >= 0:
+            raise ValueError(f"gan_weight must be >= 0 (0: off), got {self.gan_weight}")
+        if not 0 < self.gan_sigma_max <= 1:
+            raise ValueError(f"gan_sigma_max must be in (0, 1], got {self.gan_sigma_max}")
         if self.regression_fade_steps < 0:
             raise ValueError(f"regression_fade_steps must be >= 0 (0: no fade), got {self.regression_fade_steps}")
         InterpolatedSimulation(self.interp_switch, self.interp_probability, self.interp_interpolator)  # checks them
@@ -199,6 +216,13 @@ class AdvMethod(DistillMethod):
             "critic": torch.optim.AdamW(self.critic_params, lr=cfg.critic_lr, betas=cfg.betas,
                                         weight_decay=cfg.weight_decay),
         }
+        self.discriminator = None
+        if cfg.gan_weight > 0:
+            self.discriminator = FeatureDiscriminator(self.backend, head_channels=cfg.gan_head_channels,
+                                                      sigma_max=cfg.gan_sigma_max)
+            self.head_params = list(self.discriminator.head.parameters())
+            self._optimizers["discriminator"] = torch.optim.AdamW(self.head_params, lr=cfg.discriminator_lr,
+                                                                  betas=cfg.betas, weight_decay=cfg.weight_decay)
         # running average of the regression loss per student step index (-1: not seen yet)
         self.regression_ema = torch.full((self.schedule.steps,), -1.0)
 
@@ -206,10 +230,17 @@ class AdvMethod(DistillMethod):
         return self._optimizers
 
     def state_dict(self) -> dict:
-        return {"regression_ema": self.regression_ema.clone()}
+        state = {"regression_ema": self.regression_ema.clone()}
+        if self.discriminator is not None:
+            state["head"] = {k: v.detach().cpu().clone() for k, v in self.discriminator.head.state_dict().items()}
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.regression_ema = state["regression_ema"].clone()
+        if self.discriminator is not None:
+            if "head" not in state:
+                raise ValueError("this resume state has no discriminator head: it was saved with gan_weight 0")
+            self.discriminator.head.load_state_dict(state["head"])
 
     # -- losses
     def dmd_loss(self, x_hat: torch.Tensor, batch: DistillBatch) -> tuple[torch.Tensor, dict]:
@@ -287,6 +318,10 @@ class AdvMethod(DistillMethod):
             temp, parts = TEMPORAL_LOSSES[self.cfg.temporal](x_hat, batch.real_latents, self.cfg)
             loss = loss + temp
             metrics.update(parts)
+            if self.discriminator is not None:
+                adversarial = self.discriminator.generator_loss(x_hat, batch)
+                loss = loss + self.cfg.gan_weight * adversarial
+                metrics["adv_g"] = float(adversarial.detach())
             metrics["generator_loss"] = float(loss.detach())
             metrics["generator_grad_norm"] = self._step("generator", loss, self.student_params, self.cfg.grad_clip)
             metrics["exit_index"] = exit_index
@@ -297,4 +332,11 @@ class AdvMethod(DistillMethod):
         critic = self.critic_loss(x_hat, batch)
         metrics["critic_loss"] = float(critic.detach())
         metrics["critic_grad_norm"] = self._step("critic", critic, self.critic_params, self.cfg.grad_clip)
+        if self.discriminator is not None:
+            if batch.real_latents is None:
+                raise ValueError("ADV's GAN term needs real latents: give --real-latents or use the toy domain")
+            d_loss, parts = self.discriminator.discriminator_loss(batch.real_latents, x_hat, batch)
+            metrics.update(parts)
+            metrics["discriminator_grad_norm"] = self._step("discriminator", d_loss, self.head_params,
+                                                            self.cfg.grad_clip)
         return metrics
