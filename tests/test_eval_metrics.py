@@ -391,3 +391,26 @@ def test_bench_sampling_adds_student_rows_without_touching_the_teacher_rows(tmp_
     assert lin["student_4_interp"]["fd"] != by_name[1]["student_4_interp"]["fd"]
     with pytest.raises(ValueError, match="unknown interpolator"):
         run_sampling_bench(lora=tmp_path / "zero.safetensors", student_only=True, interpolator="rife", **common)
+
+
+def test_interleaved_sampling_gives_the_same_videos_as_one_setup_at_a_time():
+    """``generate_interleaved`` only changes the order of the chunks (for fair timing), never a sample:
+    a deterministic sampler and one that draws noise per chunk give the same videos both ways."""
+    from trainer.backends.diffusers_wan import DiffusersWanDenoiser
+    from trainer.eval.evaluate import PRESET_SETUPS
+    from trainer.eval.generate import SamplingSetup, generate, generate_interleaved
+    from trainer.toy.teacher import TeacherArch, build_diffusers_wan
+
+    torch.manual_seed(0)
+    denoiser = DiffusersWanDenoiser(build_diffusers_wan(TeacherArch(1, 1, 128)), None)
+    consistency = SamplingSetup(name="consistency", steps=2, sampler="stride_consistency")
+    setups = [PRESET_SETUPS["teacher_4"], consistency]
+    attrs = make_batch(3, seed=5)[1]
+    prompts, seeds = [a.prompt for a in attrs], [11, 12, 13]
+    together = generate_interleaved(denoiser, setups, prompts, seeds, batch_size=2)
+    for setup, (videos, seconds) in zip(setups, together):
+        alone, _ = generate(denoiser, setup, prompts, seeds, batch_size=2)
+        assert videos.shape == alone.shape == (3, 3, 9, 32, 32) and torch.equal(videos, alone) and seconds > 0
+    assert not torch.equal(together[0][0], together[1][0])  # the two setups really differ
+    with pytest.raises(ValueError, match="prompts but"):
+        generate_interleaved(denoiser, setups, prompts, seeds[:2])

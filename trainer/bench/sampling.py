@@ -7,7 +7,9 @@ shift, no CFG, its method's sampler) and ``student_<n>_interp`` (the same with t
 ``switch_index`` steps on every second latent frame, then the learned latent interpolator: the
 interpolated few-step sampling of METHODS.md 1b). Each row holds the keys in ``ROW_KEYS``;
 ``ratios`` holds ``speedup_<name>`` = the reference's seconds over that row's seconds, and with a
-student ``interp_cost_ratio`` = the interpolated row's seconds over the full-length student's.
+student ``interp_cost_ratio`` = the interpolated row's seconds over the full-length student's. The
+two student rows are sampled chunk by chunk in turn, so a drift in the machine's speed during the run
+weighs on both alike; the interpolated row's learned interpolator runs in the denoiser's dtype.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ def speedups(rows: list[dict]) -> dict[str, float]:
     return {f"speedup_{r['name']}": reference / r["seconds"] for r in rows if r["name"] != "data" and r["seconds"] > 0}
 
 
-def student_setups(lora: Path, switch_index: int, interpolator: str = "learned") -> list[SamplingSetup]:
-    """The LoRA's own setup, and the same steps with interpolated sampling switching at ``switch_index``."""
+def student_setups(lora: Path, switch_index: int, interpolator: str = "learned",
+                   interpolator_dtype: str | None = None) -> list[SamplingSetup]:
+    """The LoRA's own setup, and the same steps with interpolated sampling switching at ``switch_index``
+    (a learned interpolator running in ``interpolator_dtype``, ``None``: its own)."""
     full = lora_student_setup(lora)
     full = dataclasses.replace(full, name=f"student_{full.steps}")
     if not 1 <= switch_index < full.steps:
@@ -42,7 +46,8 @@ def student_setups(lora: Path, switch_index: int, interpolator: str = "learned")
     if extra:
         raise ValueError(f"interpolated sampling cannot pass {sorted(extra)} on to {full.sampler}")
     options = {"base_sampler": full.sampler, "switch_index": switch_index, "interpolator": interpolator,
-               **({"gamma": full.sampler_options["gamma"]} if "gamma" in full.sampler_options else {})}
+               **({"gamma": full.sampler_options["gamma"]} if "gamma" in full.sampler_options else {}),
+               **({"interpolator_dtype": interpolator_dtype} if interpolator_dtype else {})}
     interp = dataclasses.replace(full, name=f"{full.name}_interp", sampler="stride_interpolated", sampler_options=options)
     return [full, interp]
 
@@ -77,6 +82,7 @@ def run_sampling_bench(teacher: Path | None = None, repeats: int = 1, batch_size
     from ..toy.teacher import load_teacher_any
 
     dtype = torch.bfloat16 if bf16 else None
+    interpolator_dtype = "bfloat16" if bf16 else None
     eval_set = EvalSet(repeats=repeats, max_clips=max_clips)
     check_interpolator_name(interpolator)
     if student_only and lora is None:
@@ -91,13 +97,17 @@ def run_sampling_bench(teacher: Path | None = None, repeats: int = 1, batch_size
     if lora is not None:
         model = load_teacher_any(teacher)
         load_comfy_lora_into_diffusers(model, lora, "student")
-        student_rows, _ = evaluate_setups(DiffusersWanDenoiser(model, dtype), student_setups(lora, switch_index, interpolator),
-                                          eval_set, batch_size)
+        # the learned interpolator runs in the denoiser's precision, as it would beside a bf16 model
+        student_runs = student_setups(lora, switch_index, interpolator, interpolator_dtype)
+        # chunk by chunk in turn: interp_cost_ratio compares the two under the same machine speed
+        student_rows, _ = evaluate_setups(DiffusersWanDenoiser(model, dtype), student_runs, eval_set, batch_size,
+                                          interleave=True)
         rows += student_rows[1:]  # one data row
         ratios["interp_cost_ratio"] = rows[-1]["seconds"] / rows[-2]["seconds"]
     rows = [{key: row[key] for key in ROW_KEYS} | {k: v for k, v in row.items() if k not in ROW_KEYS} for row in rows]
     return {"teacher": str(teacher or "shipped"), "lora": str(lora) if lora else None,
             "switch_index": switch_index if lora else None, "interpolator": interpolator if lora else None,
+            "interpolator_dtype": (interpolator_dtype or "float32") if lora else None,
             "clips_per_row": len(eval_set.attributes()),
             "rows": rows, "ratios": ({} if student_only else speedups(rows)) | ratios}
 

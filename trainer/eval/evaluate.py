@@ -17,7 +17,7 @@ import torch
 
 from ..backends.diffusers_wan import DiffusersWanDenoiser
 from ..toy.teacher import TOY_TEACHER_CFG
-from .generate import EvalSet, SamplingSetup, data_videos, generate
+from .generate import EvalSet, SamplingSetup, data_videos, generate, generate_interleaved
 
 # the setups users compare: the teacher's reference and the few-step configurations
 PRESET_SETUPS = {
@@ -64,8 +64,9 @@ def row_from_scores(name: str, scores: dict, nfe: int, seconds: float) -> dict:
 
 
 def evaluate_setups(denoiser, setups: list[SamplingSetup], eval_set: EvalSet, batch_size: int = 32,
-                    classifier=None) -> tuple[list[dict], dict]:
-    """Rows (data first) and the sampled videos per row name."""
+                    classifier=None, interleave: bool = False) -> tuple[list[dict], dict]:
+    """Rows (data first) and the sampled videos per row name. ``interleave`` samples the setups chunk by
+    chunk in turn (``generate_interleaved``: same videos, seconds that compare fairly between the rows)."""
     from .classifier import load_classifier
     from .metrics import score_videos
 
@@ -77,8 +78,11 @@ def evaluate_setups(denoiser, setups: list[SamplingSetup], eval_set: EvalSet, ba
     data_row_videos = data_videos(eval_set, seed_offset=90_000_000)
     rows = [row_from_scores("data", score_videos(data_row_videos, attrs, reference, classifier), 0, 0.0)]
     samples = {"data": (data_row_videos, prompts)}
-    for setup in setups:
-        videos, seconds = generate(denoiser, setup, prompts, seeds, batch_size)
+    if interleave:
+        sampled = generate_interleaved(denoiser, setups, prompts, seeds, batch_size)
+    else:
+        sampled = (generate(denoiser, setup, prompts, seeds, batch_size) for setup in setups)
+    for setup, (videos, seconds) in zip(setups, sampled):
         rows.append(row_from_scores(setup.name, score_videos(videos, attrs, reference, classifier), setup.nfe, seconds))
         samples[setup.name] = (videos, prompts)
     return rows, samples

@@ -93,29 +93,56 @@ def initial_noise(seeds: list[int]) -> torch.Tensor:
 
 
 @torch.no_grad()
+def generate_chunk(denoiser: Denoiser, setup: SamplingSetup, prompts: list[str], seeds: list[int]) -> tuple[torch.Tensor, float]:
+    """Sample one batch, one clip per (prompt, seed): (videos [N, 3, F, H, W] in [0, 1], model seconds)."""
+    sample_fn = sampler_registry()[setup.sampler]
+    context = text.encode_prompts(prompts)
+    negative = torch.zeros_like(context) if setup.cfg != 1.0 else None
+    model = as_kdiffusion_model(denoiser, context, negative, setup.cfg)
+    noise = initial_noise(seeds)
+    sigmas = setup.sigmas(tuple(noise.shape))
+    options = dict(setup.sampler_options)
+    if setup.sampler != "stride_flow":  # samplers that draw fresh noise get a seed per chunk
+        options.setdefault("seed", seeds[0])
+    t0 = time.perf_counter()
+    # ComfyUI's convention for an empty latent: x = sigma_max * noise (pure noise when sigma_max is 1)
+    latent = sample_fn(model, noise * sigmas[0], sigmas, **options)
+    seconds = time.perf_counter() - t0
+    return codec.decode(latent), seconds
+
+
+def chunks(count: int, batch_size: int) -> list[slice]:
+    return [slice(start, start + batch_size) for start in range(0, count, batch_size)]
+
+
 def generate(denoiser: Denoiser, setup: SamplingSetup, prompts: list[str], seeds: list[int],
              batch_size: int = 32) -> tuple[torch.Tensor, float]:
     """Sample one clip per (prompt, seed); returns (videos [N, 3, F, H, W] in [0, 1], model seconds)."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    sample_fn = sampler_registry()[setup.sampler]
     videos, seconds = [], 0.0
-    for start in range(0, len(prompts), batch_size):
-        chunk_prompts, chunk_seeds = prompts[start:start + batch_size], seeds[start:start + batch_size]
-        context = text.encode_prompts(chunk_prompts)
-        negative = torch.zeros_like(context) if setup.cfg != 1.0 else None
-        model = as_kdiffusion_model(denoiser, context, negative, setup.cfg)
-        noise = initial_noise(chunk_seeds)
-        sigmas = setup.sigmas(tuple(noise.shape))
-        options = dict(setup.sampler_options)
-        if setup.sampler != "stride_flow":  # samplers that draw fresh noise get a seed per chunk
-            options.setdefault("seed", chunk_seeds[0])
-        t0 = time.perf_counter()
-        # ComfyUI's convention for an empty latent: x = sigma_max * noise (pure noise when sigma_max is 1)
-        latent = sample_fn(model, noise * sigmas[0], sigmas, **options)
-        seconds += time.perf_counter() - t0
-        videos.append(codec.decode(latent))
+    for part in chunks(len(prompts), batch_size):
+        chunk_videos, chunk_seconds = generate_chunk(denoiser, setup, prompts[part], seeds[part])
+        videos.append(chunk_videos)
+        seconds += chunk_seconds
     return torch.cat(videos), seconds
+
+
+def generate_interleaved(denoiser: Denoiser, setups: list[SamplingSetup], prompts: list[str], seeds: list[int],
+                         batch_size: int = 32) -> list[tuple[torch.Tensor, float]]:
+    """``generate`` for several setups, chunk by chunk in turn (setup 1, 2, ... on chunk 1, then on chunk 2),
+    so a change in the machine's speed during the run weighs on every setup alike and their seconds compare
+    fairly. The videos are those ``generate`` gives: every chunk's sampling depends only on its own seeds."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    videos: list[list[torch.Tensor]] = [[] for _ in setups]
+    seconds = [0.0] * len(setups)
+    for part in chunks(len(prompts), batch_size):
+        for i, setup in enumerate(setups):
+            chunk_videos, chunk_seconds = generate_chunk(denoiser, setup, prompts[part], seeds[part])
+            videos[i].append(chunk_videos)
+            seconds[i] += chunk_seconds
+    return [(torch.cat(v), s) for v, s in zip(videos, seconds)]
 
 
 def data_videos(eval_set: EvalSet, seed_offset: int = 50_000_000) -> torch.Tensor:

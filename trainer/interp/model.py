@@ -9,12 +9,16 @@ untrained network is exactly linear interpolation and training only has to learn
 in the metadata; ``DEFAULT_WEIGHTS_PATH`` is the interpolator shipped for the toy domain, trained
 on its codec latents (the space the diffusion model sees, i.e. after ComfyUI's ``process_in``).
 ``resolve_interpolator`` turns a method name, a loaded interpolator or a callable into one
-``latent -> latent`` function, which is what the interpolated sampler and the nodes consume.
+``latent -> latent`` function, which is what the interpolated sampler and the nodes consume; it can
+run a learned interpolator in another compute dtype (``COMPUTE_DTYPES``: bf16 is 2-3x faster on a
+CPU with bf16 instructions). ``shipped_interpolator`` reads the shipped weights once per process
+and dtype, so sampling with ``"learned"`` does not read the file on every call.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +35,9 @@ DEFAULT_WEIGHTS_PATH = Path(__file__).parent / "assets" / "toy_latent_interpolat
 FILE_KIND = "stride_latent_interpolator"
 
 LatentFunction = Callable[[torch.Tensor], torch.Tensor]
+
+# compute dtypes a learned interpolator can run in, by name (sampler options are strings)
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,30 @@ def load_interpolator(path: Path | str | None = None, device: torch.device | str
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
+def compute_dtype(name: str) -> torch.dtype:
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown interpolator compute dtype {name!r}; known: {', '.join(COMPUTE_DTYPES)}")
+    return COMPUTE_DTYPES[name]
+
+
+@functools.lru_cache(maxsize=None)
+def shipped_interpolator(dtype: str = "float32") -> LatentInterpolator:
+    """The shipped toy-domain interpolator in ``dtype``, read from disk once per process and dtype.
+    Shared by every caller: use it for inference only (never train, move or cast it in place)."""
+    return load_interpolator(dtype=compute_dtype(dtype))
+
+
+def with_compute_dtype(network: LatentInterpolator, dtype: str) -> LatentInterpolator:
+    """``network`` itself if it already runs in ``dtype``; the cached shipped copy for the shipped one;
+    otherwise a cast copy (the original is left as it is)."""
+    wanted = compute_dtype(dtype)
+    if next(network.parameters()).dtype == wanted:
+        return network
+    if network is shipped_interpolator():
+        return shipped_interpolator(dtype)
+    return copy.deepcopy(network).to(wanted)
+
+
 def _named_method(name: str) -> Callable[[], LatentFunction]:
     return lambda: (lambda latent: interpolate_latent(latent, name))
 
@@ -207,7 +238,7 @@ def _named_method(name: str) -> Callable[[], LatentFunction]:
 # method name -> factory of a ``latent -> 2F-1 latent`` function (factories: "learned" reads a file)
 INTERPOLATION_METHODS: dict[str, Callable[[], LatentFunction]] = {
     **{name: _named_method(name) for name in LATENT_INTERPOLATORS},
-    "learned": lambda: load_interpolator().interpolate,
+    "learned": lambda: shipped_interpolator().interpolate,
 }
 
 
@@ -217,13 +248,22 @@ def check_interpolator_name(name: str) -> None:
         raise ValueError(f"unknown interpolator {name!r}; known: {', '.join(INTERPOLATION_METHODS)}")
 
 
-def resolve_interpolator(spec: str | LatentInterpolator | LatentFunction) -> LatentFunction:
+def resolve_interpolator(spec: str | LatentInterpolator | LatentFunction, dtype: str | None = None) -> LatentFunction:
     """A ``[B, C, F, H, W] -> [B, C, 2F - 1, H, W]`` function from a method name, an interpolator or a callable.
 
     Names are those of ``INTERPOLATION_METHODS`` (the training-free methods and ``"learned"``, the
     shipped interpolator); a ``LatentInterpolator`` is used through ``interpolate``; any other
-    callable is taken to be such a function already.
+    callable is taken to be such a function already. ``dtype`` (a ``COMPUTE_DTYPES`` name) runs a
+    learned interpolator in that dtype (``None``: its own, float32 for the shipped one); training-free
+    methods and other callables compute in the latent's dtype whatever it is.
     """
+    if dtype is not None:
+        compute_dtype(dtype)  # an unknown name fails whatever the interpolator
+        function = resolve_interpolator(spec)
+        network = getattr(function, "__self__", None)
+        if isinstance(network, LatentInterpolator):
+            return with_compute_dtype(network, dtype).interpolate
+        return function
     if isinstance(spec, str):
         if spec not in INTERPOLATION_METHODS:
             raise ValueError(f"unknown interpolator {spec!r}; known: {', '.join(INTERPOLATION_METHODS)}, "

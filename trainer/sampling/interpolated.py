@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ..interp.model import LatentInterpolator, resolve_interpolator
+from ..interp.model import LatentInterpolator, compute_dtype, resolve_interpolator
 from .positions import with_frame_stride
 from .samplers import NoiseScaling, SAMPLERS, flow_noise_scaling, noise_coefficients, validate_sigmas
 
@@ -52,6 +52,7 @@ def sample_stride_interpolated(
     seed: int | None = None,
     noise_scaling: NoiseScaling | None = None,
     temporal_positions: str = "strided",
+    interpolator_dtype: str | None = None,
 ) -> torch.Tensor:
     """Run steps ``0 .. switch_index - 1`` on ``x[:, :, ::2]``, interpolate, finish at full length.
 
@@ -70,12 +71,16 @@ def sample_stride_interpolated(
     ``denoised`` is reported interpolated to full length. ``temporal_positions`` ``strided`` (the
     default) numbers the subsampled frames 0, 2, 4, ... so the model generates them at their places
     in the full clip (``positions.py``; Wan models); ``contiguous`` numbers them 0, 1, 2, ... as a
-    short clip, which halves the speed of every motion once interpolated.
+    short clip, which halves the speed of every motion once interpolated. ``interpolator_dtype`` (a
+    name of ``interp.model.COMPUTE_DTYPES``) runs a learned interpolator in that dtype, e.g. the
+    denoiser's own (``None``: the interpolator's, float32 for the shipped one).
     """
     if base_sampler not in BASE_SAMPLER_OPTIONS:
         raise ValueError(f"unknown base sampler {base_sampler!r}; known: {', '.join(BASE_SAMPLER_OPTIONS)}")
     if temporal_positions not in TEMPORAL_POSITIONS:
         raise ValueError(f"temporal_positions must be one of {', '.join(TEMPORAL_POSITIONS)}, got {temporal_positions!r}")
+    if interpolator_dtype is not None:
+        compute_dtype(interpolator_dtype)  # a bad name fails before any step, whatever the switch index
     extra_args = {} if extra_args is None else extra_args
     sigmas = validate_sigmas(sigmas).to(x.device)
     steps = len(sigmas) - 1
@@ -96,7 +101,7 @@ def sample_stride_interpolated(
     if extra_args.get("denoise_mask") is not None:
         raise ValueError("the interpolated sampler cannot run on a masked (inpainting) latent: the mask, the "
                          "source latent and its noise are held at full length outside the sampler")
-    interpolate = resolve_interpolator(interpolator)
+    interpolate = resolve_interpolator(interpolator, interpolator_dtype)
 
     # 1. the high-noise steps on every second frame; the callback hands over the last x0 prediction
     last_step = {}
