@@ -118,14 +118,7 @@ def chunks(count: int, batch_size: int) -> list[slice]:
 def generate(denoiser: Denoiser, setup: SamplingSetup, prompts: list[str], seeds: list[int],
              batch_size: int = 32) -> tuple[torch.Tensor, float]:
     """Sample one clip per (prompt, seed); returns (videos [N, 3, F, H, W] in [0, 1], model seconds)."""
-    if len(prompts) != len(seeds):
-        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    videos, seconds = [], 0.0
-    for part in chunks(len(prompts), batch_size):
-        chunk_videos, chunk_seconds = generate_chunk(denoiser, setup, prompts[part], seeds[part])
-        videos.append(chunk_videos)
-        seconds += chunk_seconds
-    return torch.cat(videos), seconds
+    return generate_interleaved(denoiser, [setup], prompts, seeds, batch_size)[0]
 
 
 def generate_interleaved(denoiser: Denoiser, setups: list[SamplingSetup], prompts: list[str], seeds: list[int],

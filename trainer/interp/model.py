@@ -10,8 +10,8 @@ in the metadata; ``DEFAULT_WEIGHTS_PATH`` is the interpolator shipped for the to
 on its codec latents (the space the diffusion model sees, i.e. after ComfyUI's ``process_in``).
 ``resolve_interpolator`` turns a method name, a loaded interpolator or a callable into one
 ``latent -> latent`` function, which is what the interpolated sampler and the nodes consume; it can
-run a learned interpolator in another compute dtype (``COMPUTE_DTYPES``: bf16 is 2-3x faster on a
-CPU with bf16 instructions). ``shipped_interpolator`` reads the shipped weights once per process
+run a learned interpolator in another compute dtype (``COMPUTE_DTYPES``: bf16 is faster on GPUs and on CPUs
+with bf16 instructions). ``shipped_interpolator`` reads the shipped weights once per process
 and dtype, so sampling with ``"learned"`` does not read the file on every call.
 """
 

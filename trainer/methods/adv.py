@@ -298,6 +298,8 @@ class AdvMethod(DistillMethod):
 
     # -- one iteration
     def train_step(self, batch: DistillBatch, step: int) -> dict[str, float]:
+        if self.discriminator is not None and batch.real_latents is None:  # before any update of this step
+            raise ValueError("ADV's GAN term needs real latents: give --real-latents or use the toy domain")
         metrics: dict[str, float] = {}
         update_generator = step % self.cfg.generator_every == 0
         if update_generator:
@@ -333,8 +335,6 @@ class AdvMethod(DistillMethod):
         metrics["critic_loss"] = float(critic.detach())
         metrics["critic_grad_norm"] = self._step("critic", critic, self.critic_params, self.cfg.grad_clip)
         if self.discriminator is not None:
-            if batch.real_latents is None:
-                raise ValueError("ADV's GAN term needs real latents: give --real-latents or use the toy domain")
             d_loss, parts = self.discriminator.discriminator_loss(batch.real_latents, x_hat, batch)
             metrics.update(parts)
             metrics["discriminator_grad_norm"] = self._step("discriminator", d_loss, self.head_params,
