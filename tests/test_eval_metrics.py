@@ -372,6 +372,13 @@ def test_bench_sampling_adds_student_rows_without_touching_the_teacher_rows(tmp_
     # interpolation changes the samples (the first two steps saw half the frames)
     assert by_name[0]["student_4_interp"]["fd"] != by_name[0]["student_4"]["fd"]
     assert {"speedup_student_4", "speedup_student_4_interp", "interp_cost_ratio"} <= set(zero["ratios"])
+    # the cost ratio is the median of 3 timing passes, the first being the scored rows' own seconds
+    passes = zero["interp_cost_passes"]
+    assert len(passes) == 3 and all(p > 0 for p in passes)
+    assert passes[0] == pytest.approx(by_name[0]["student_4_interp"]["seconds"] / by_name[0]["student_4"]["seconds"])
+    assert zero["ratios"]["interp_cost_ratio"] == sorted(passes)[1]
+    with pytest.raises(ValueError, match="timing_passes"):
+        run_sampling_bench(lora=tmp_path / "zero.safetensors", **{**common, "timing_passes": 0})
     assert zero["clips_per_row"] == 4
     with pytest.raises(ValueError, match="switch_index"):
         run_sampling_bench(lora=tmp_path / "zero.safetensors", **{**common, "switch_index": 4})
@@ -414,3 +421,11 @@ def test_interleaved_sampling_gives_the_same_videos_as_one_setup_at_a_time():
     assert not torch.equal(together[0][0], together[1][0])  # the two setups really differ
     with pytest.raises(ValueError, match="prompts but"):
         generate_interleaved(denoiser, setups, prompts, seeds[:2])
+
+
+@pytest.mark.parametrize("flags, message", [(["--threads", "-1"], "--threads"), (["--timing-passes", "0"], "timing_passes")])
+def test_bench_sampling_cli_refuses_bad_timing_flags(flags, message, capsys):
+    from trainer.cli import main
+
+    assert main(["bench", "sampling", "--student-only", "--max-clips", "1", *flags]) == 2
+    assert message in capsys.readouterr().err
