@@ -78,6 +78,44 @@ def test_warping_error_of_translation_is_small_and_of_noise_is_large():
 # --- motion smoothness ------------------------------------------------------------------------
 
 
+def _domain_clips():
+    attrs = [ClipAttributes("square", "red", "right", "quickly"), ClipAttributes("circle", "blue", "up", "slowly"),
+             ClipAttributes("triangle", "green", "left", "slowly")]
+    return torch.stack([render_clip(a, seed=40 + i) for i, a in enumerate(attrs)])
+
+
+def test_warping_error_by_region_puts_each_corruption_in_its_own_region():
+    """Grey per-frame noise on the background only raises the background's warping error and leaves the
+    object's; per-frame brightness noise on the object only does the opposite. The object is found by
+    saturation."""
+    clips = _domain_clips()
+    coloured = metrics.hsv_saturation(clips) > metrics.OBJECT_SATURATION  # [B, F, H, W]
+    assert 0.01 < coloured.float().mean() < 0.3  # the shape, not the background
+    generator = torch.Generator().manual_seed(0)
+    grey = 0.03 * torch.randn(clips.shape[0], 1, *clips.shape[2:], generator=generator)
+    noisy_background = (clips + grey * (~coloured)[:, None]).clamp(0, 1)
+    # a per-pixel brightness factor <= 1 on the object: every channel scaled alike keeps its saturation
+    darken = 0.6 + 0.4 * torch.rand(clips.shape[0], 1, *clips.shape[2:], generator=generator)
+    noisy_object = clips * torch.where(coloured[:, None], darken, torch.ones_like(darken))
+    clean, background, obj = (metrics.warping_error_by_region(v) for v in (clips, noisy_background, noisy_object))
+    assert background["warping_error_background"] > 4 * clean["warping_error_background"]
+    assert background["warping_error_object"] < 1.3 * clean["warping_error_object"]
+    assert obj["warping_error_object"] > 4 * clean["warping_error_object"]
+    # background pixels next to the outline warp from object pixels (bilinear), so some of it shows there
+    assert obj["warping_error_background"] < 2 * clean["warping_error_background"]
+    # the two regions split the pixels warping_error scores: its value lies between theirs
+    low, high = sorted(clean.values())
+    assert low <= metrics.warping_error(clips) <= high
+
+
+def test_warping_error_by_region_without_a_coloured_pixel_scores_the_background_alone():
+    texture = torch.from_numpy(_smooth_texture(32, 32)).permute(2, 0, 1).mean(0, keepdim=True).expand(3, -1, -1)
+    static = (0.2 + 0.6 * texture)[None, :, None].expand(2, -1, 9, -1, -1).clone()  # grey: saturation 0
+    regions = metrics.warping_error_by_region(static)
+    assert regions["warping_error_object"] == 0.0  # no pair has object pixels
+    assert regions["warping_error_background"] == pytest.approx(metrics.warping_error(static), abs=1e-7)
+
+
 def test_motion_smoothness_prefers_constant_velocity_to_shuffled_frames():
     clip = render_clip(ClipAttributes("triangle", "yellow", "right", "slowly"), seed=5)[None]
     shuffled = clip[:, :, [0, 5, 2, 7, 4, 1, 6, 3, 8]]  # even frames kept, odd frames swapped

@@ -35,6 +35,8 @@ METRIC_DIRECTION = {
     "motion_acc": "higher",
     "motion_smoothness": "higher",
     "warping_error": "lower",
+    "warping_error_object": "lower",
+    "warping_error_background": "lower",
     "dynamic_degree": "higher",
     "mean_flow_magnitude": "match",
     "flicker": "higher",
@@ -53,6 +55,8 @@ DYNAMIC_THRESHOLD_PX_AT_256 = 6.0
 DYNAMIC_PAIRS_PER_16_FRAMES = 4
 DYNAMIC_TOP_SHARE = 0.05
 ROLLOFF_SHARE = 0.85
+# HSV saturation above which a pixel counts as the toy domain's coloured object (warping_error_by_region)
+OBJECT_SATURATION = 0.5
 
 
 def _check_videos(videos: torch.Tensor) -> torch.Tensor:
@@ -226,23 +230,52 @@ def mean_flow_magnitude(videos: torch.Tensor, flows: Sequence[ClipFlows] | None 
     return float(np.mean([np.mean([np.linalg.norm(f, axis=-1).mean() for f in clip.forward]) for clip in _batch_flows(videos, flows)]))
 
 
+def _warping_maps(clip: ClipFlows) -> Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per consecutive pair of one clip: (per-pixel error of frame t+1 warped back to t, averaged over
+    RGB [H, W]; pixels that pass the forward-backward occlusion check and stay inside the frame [H, W];
+    frame t [H, W, 3])."""
+    for t, (forward, backward) in enumerate(zip(clip.forward, clip.backward)):
+        rebuilt = backward_warp(clip.frames[t + 1], forward)
+        valid = ~occlusion_mask(forward, backward) & _in_bounds(forward)
+        yield np.abs(rebuilt - clip.frames[t]).mean(axis=-1), valid, clip.frames[t]
+
+
+def _mean_over_clips(per_clip: Iterable[list[float]]) -> float:
+    """Mean over clips of each clip's mean over its scored pairs; clips with none are left out (0.0 if all are)."""
+    scores = [float(np.mean(pairs)) for pairs in per_clip if pairs]
+    return float(np.mean(scores)) if scores else 0.0
+
+
 def warping_error(videos: torch.Tensor, flows: Sequence[ClipFlows] | None = None) -> float:
     """Warp frame t+1 back to t with the t -> t+1 flow and take the mean absolute error (0..1
     scale) over pixels that pass the forward-backward occlusion check and stay inside the frame.
     Lower is better: temporally consistent content can be explained by motion.
     """
     videos = _check_videos(videos)
-    scores = []
+    return _mean_over_clips([float(error[valid].mean()) for error, valid, _ in _warping_maps(clip) if valid.any()]
+                            for clip in _batch_flows(videos, flows))
+
+
+def warping_error_by_region(videos: torch.Tensor, flows: Sequence[ClipFlows] | None = None,
+                            object_saturation: float = OBJECT_SATURATION) -> dict[str, float]:
+    """``warping_error`` over the pixels of frame t whose HSV saturation exceeds ``object_saturation``
+    (``warping_error_object``: on the toy domain the coloured shape, its backgrounds being dull) and over
+    the others (``warping_error_background``), each averaged per clip over the pairs that have such valid
+    pixels. Says where temporal inconsistency sits: a shape whose outline changes, or a static
+    background that shimmers. Lower is better for both."""
+    videos = _check_videos(videos)
+    per_region: dict[str, list[list[float]]] = {"object": [], "background": []}
     for clip in _batch_flows(videos, flows):
-        pair_errors = []
-        for t, (forward, backward) in enumerate(zip(clip.forward, clip.backward)):
-            rebuilt = backward_warp(clip.frames[t + 1], forward)
-            valid = ~occlusion_mask(forward, backward) & _in_bounds(forward)
-            if valid.any():
-                pair_errors.append(float(np.abs(rebuilt - clip.frames[t])[valid].mean()))
-        if pair_errors:
-            scores.append(float(np.mean(pair_errors)))
-    return float(np.mean(scores)) if scores else 0.0
+        pairs: dict[str, list[float]] = {"object": [], "background": []}
+        for error, valid, frame in _warping_maps(clip):
+            high, low = frame.max(axis=-1), frame.min(axis=-1)
+            coloured = (high - low) > object_saturation * np.maximum(high, 1e-12)
+            for region, mask in (("object", valid & coloured), ("background", valid & ~coloured)):
+                if mask.any():
+                    pairs[region].append(float(error[mask].mean()))
+        for region in per_region:
+            per_region[region].append(pairs[region])
+    return {f"warping_error_{region}": _mean_over_clips(per_clip) for region, per_clip in per_region.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,6 +520,7 @@ def score_videos(videos: torch.Tensor, attrs: Sequence, data_videos: torch.Tenso
     scores.update(
         motion_smoothness=motion_smoothness(videos),
         warping_error=warping_error(videos, flows),
+        **warping_error_by_region(videos, flows),
         dynamic_degree=dynamic_degree(videos, flows),
         mean_flow_magnitude=mean_flow_magnitude(videos, flows),
         flicker=temporal_flicker(videos),

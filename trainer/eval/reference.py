@@ -28,7 +28,7 @@ from .generate import EvalSet, SamplingSetup
 SHIPPED_REFERENCE = Path(__file__).resolve().parents[1] / "toy" / "assets" / "teacher_reference.json"
 CACHE_DIR = Path.home() / ".cache" / "comfyui-stride" / "reference"
 # bump when metrics.score_videos or the classifier change what a row holds
-FORMAT = 1
+FORMAT = 2  # 2: rows hold warping_error_object and warping_error_background
 
 
 def file_sha256(path: Path) -> str:
