@@ -230,20 +230,31 @@ def mean_flow_magnitude(videos: torch.Tensor, flows: Sequence[ClipFlows] | None 
     return float(np.mean([np.mean([np.linalg.norm(f, axis=-1).mean() for f in clip.forward]) for clip in _batch_flows(videos, flows)]))
 
 
-def _warping_maps(clip: ClipFlows) -> Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per consecutive pair of one clip: (per-pixel error of frame t+1 warped back to t, averaged over
-    RGB [H, W]; pixels that pass the forward-backward occlusion check and stay inside the frame [H, W];
-    frame t [H, W, 3])."""
-    for t, (forward, backward) in enumerate(zip(clip.forward, clip.backward)):
-        rebuilt = backward_warp(clip.frames[t + 1], forward)
-        valid = ~occlusion_mask(forward, backward) & _in_bounds(forward)
-        yield np.abs(rebuilt - clip.frames[t]).mean(axis=-1), valid, clip.frames[t]
-
-
 def _mean_over_clips(per_clip: Iterable[list[float]]) -> float:
     """Mean over clips of each clip's mean over its scored pairs; clips with none are left out (0.0 if all are)."""
     scores = [float(np.mean(pairs)) for pairs in per_clip if pairs]
     return float(np.mean(scores)) if scores else 0.0
+
+
+def _warping_scores(videos: torch.Tensor, flows: Sequence[ClipFlows] | None,
+                    object_saturation: float) -> dict[str, float]:
+    """``warping_error`` and its two regions from one warp of every pair (see the two public functions)."""
+    videos = _check_videos(videos)
+    coloured = (hsv_saturation(videos) > object_saturation).numpy()  # [B, F, H, W]
+    regions = ("warping_error", "warping_error_object", "warping_error_background")
+    per_clip: dict[str, list[list[float]]] = {region: [] for region in regions}
+    for clip_index, clip in enumerate(_batch_flows(videos, flows)):
+        pairs: dict[str, list[float]] = {region: [] for region in regions}
+        for t, (forward, backward) in enumerate(zip(clip.forward, clip.backward)):
+            error = np.abs(backward_warp(clip.frames[t + 1], forward) - clip.frames[t]).mean(axis=-1)
+            valid = ~occlusion_mask(forward, backward) & _in_bounds(forward)
+            shape = coloured[clip_index, t]
+            for region, mask in zip(regions, (valid, valid & shape, valid & ~shape)):
+                if mask.any():
+                    pairs[region].append(float(error[mask].mean()))
+        for region in regions:
+            per_clip[region].append(pairs[region])
+    return {region: _mean_over_clips(per_clip[region]) for region in regions}
 
 
 def warping_error(videos: torch.Tensor, flows: Sequence[ClipFlows] | None = None) -> float:
@@ -251,9 +262,7 @@ def warping_error(videos: torch.Tensor, flows: Sequence[ClipFlows] | None = None
     scale) over pixels that pass the forward-backward occlusion check and stay inside the frame.
     Lower is better: temporally consistent content can be explained by motion.
     """
-    videos = _check_videos(videos)
-    return _mean_over_clips([float(error[valid].mean()) for error, valid, _ in _warping_maps(clip) if valid.any()]
-                            for clip in _batch_flows(videos, flows))
+    return _warping_scores(videos, flows, OBJECT_SATURATION)["warping_error"]
 
 
 def warping_error_by_region(videos: torch.Tensor, flows: Sequence[ClipFlows] | None = None,
@@ -263,19 +272,8 @@ def warping_error_by_region(videos: torch.Tensor, flows: Sequence[ClipFlows] | N
     the others (``warping_error_background``), each averaged per clip over the pairs that have such valid
     pixels. Says where temporal inconsistency sits: a shape whose outline changes, or a static
     background that shimmers. Lower is better for both."""
-    videos = _check_videos(videos)
-    per_region: dict[str, list[list[float]]] = {"object": [], "background": []}
-    for clip in _batch_flows(videos, flows):
-        pairs: dict[str, list[float]] = {"object": [], "background": []}
-        for error, valid, frame in _warping_maps(clip):
-            high, low = frame.max(axis=-1), frame.min(axis=-1)
-            coloured = (high - low) > object_saturation * np.maximum(high, 1e-12)
-            for region, mask in (("object", valid & coloured), ("background", valid & ~coloured)):
-                if mask.any():
-                    pairs[region].append(float(error[mask].mean()))
-        for region in per_region:
-            per_region[region].append(pairs[region])
-    return {f"warping_error_{region}": _mean_over_clips(per_clip) for region, per_clip in per_region.items()}
+    scores = _warping_scores(videos, flows, object_saturation)
+    return {region: scores[region] for region in ("warping_error_object", "warping_error_background")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,8 +517,7 @@ def score_videos(videos: torch.Tensor, attrs: Sequence, data_videos: torch.Tenso
     scores.update(attribute_accuracy(videos, attrs, classifier))
     scores.update(
         motion_smoothness=motion_smoothness(videos),
-        warping_error=warping_error(videos, flows),
-        **warping_error_by_region(videos, flows),
+        **_warping_scores(videos, flows, OBJECT_SATURATION),  # warping_error and its two regions, one warp each
         dynamic_degree=dynamic_degree(videos, flows),
         mean_flow_magnitude=mean_flow_magnitude(videos, flows),
         flicker=temporal_flicker(videos),
