@@ -12,6 +12,7 @@
 #   bash scripts/ship_toy_models.sh STATE_DIR "TRAIN COMMAND" LOG.jsonl...
 # STATE_DIR: the pretraining state folder ("-" keeps the shipped teacher); TRAIN COMMAND: how that state was trained, as written on
 # the card; LOG.jsonl: the log of every run in the teacher's lineage, oldest first. CARD_NOTES (environment): the card's lineage paragraph.
+# PRIOR_HOURS and PRIOR_RUNS (environment): earlier runs of the lineage whose logs are gone, as the previous card counts them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -30,5 +31,6 @@ cp runs/distill/toy_adv.safetensors "$assets/loras/stride_toy_student_4step.safe
 $PY -m trainer bench sampling --save-reference "$assets/teacher_reference.json" --json > runs/ship/bench_sampling.json
 $PY -m trainer toy card --weights "$assets/toy_wan_teacher.safetensors" --logs "$@" \
     --eval runs/ship/bench_sampling.json --command "$train_command" --notes "${CARD_NOTES:-}" \
+    --prior-hours "${PRIOR_HOURS:-0}" --prior-runs "${PRIOR_RUNS:-0}" \
     --out "$assets/TOY_TEACHER.md"
 grep -E "Elapsed|Maximum resident" runs/ship/distill.time

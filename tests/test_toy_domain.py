@@ -234,6 +234,11 @@ def test_model_card_sums_wall_clock_over_resumes_and_lists_metrics(tmp_path):
     assert "training steps: 700" in text and "0.08 h over 2 run(s)" in text  # 280 s
     assert "| teacher_50_cfg | 100 |" in text and "1.234" in text and "0.970" in text
     assert "| 0.1000 | 0.1200 | 0.1100 | 0.2000 |" in text
+    # runs whose logs are gone enter from the previous card, and the card says so
+    text = card.model_card(weights, [log_b], None, "cmd", prior_hours=6.39, prior_runs=5)
+    assert "6.40 h over 6 run(s) (6.39 h over 5 earlier run(s)" in text  # 6.39 h + 30 s
+    with pytest.raises(ValueError, match="go together"):
+        card.model_card(weights, [log_b], None, "cmd", prior_hours=1.0)
 
 
 def test_probe_reports_zero_gaps_for_a_teacher_that_cannot_read_text(tmp_path):

@@ -5,6 +5,8 @@ pretraining logs of every run in the weights' lineage (``log.jsonl``: one record
 ``elapsed_s`` restarting at each resume) and optionally an ``eval.json`` from ``python -m trainer
 eval``, and writes Markdown. Wall-clock is the sum over log segments of each segment's last
 ``elapsed_s``: a lower bound, since the steps after a segment's last validation are not logged.
+Runs whose logs are no longer kept (a lost machine) enter as ``prior_hours`` over ``prior_runs``,
+taken from the previous card and named as such on the new one.
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ def _format(value) -> str:
     return str(value)
 
 
-def model_card(weights: Path, logs: list[Path], eval_json: Path | None, command: str, notes: str = "") -> str:
+def model_card(weights: Path, logs: list[Path], eval_json: Path | None, command: str, notes: str = "",
+               prior_hours: float = 0.0, prior_runs: int = 0) -> str:
+    if prior_hours < 0 or prior_runs < 0 or (prior_hours > 0) != (prior_runs > 0):
+        raise ValueError(f"prior_hours and prior_runs go together and are >= 0, got {prior_hours} h over {prior_runs} run(s)")
     weights = Path(weights)
     meta = _metadata(weights)
     records = [r for path in logs for r in read_log(path)]
@@ -60,7 +65,9 @@ def model_card(weights: Path, logs: list[Path], eval_json: Path | None, command:
         f"- architecture: Wan 2.1 ({', '.join(f'{k} {v}' for k, v in sorted(arch.items()))}); loads in ComfyUI's "
         "stock loader and in diffusers `WanTransformer3DModel` with the same predictions",
         f"- training steps: {meta.get('stride.steps', 'unknown')}",
-        f"- wall-clock (logged, 2 CPU cores): {seconds / 3600:.2f} h over {len(logs)} run(s)",
+        f"- wall-clock (logged, 2 CPU cores): {seconds / 3600 + prior_hours:.2f} h over {len(logs) + prior_runs} run(s)"
+        + (f" ({prior_hours:.2f} h over {prior_runs} earlier run(s) from the previous card; their logs are not kept)"
+           if prior_runs else ""),
         f"- command: `{command}`",
     ]
     if notes:
@@ -85,11 +92,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval", type=Path, default=None, help="eval.json from python -m trainer eval")
     parser.add_argument("--command", required=True, help="the command that trained it, as a user would type it")
     parser.add_argument("--notes", default="", help="free text (what was changed between runs and why)")
+    parser.add_argument("--prior-hours", type=float, default=0.0,
+                        help="logged hours of earlier runs in the lineage whose logs are gone (from the previous card)")
+    parser.add_argument("--prior-runs", type=int, default=0, help="how many runs --prior-hours covers")
     parser.add_argument("--out", type=Path, required=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    text = model_card(args.weights, args.logs, args.eval, args.command, args.notes)
+    text = model_card(args.weights, args.logs, args.eval, args.command, args.notes, args.prior_hours, args.prior_runs)
     args.out.write_text(text)
     print(f"wrote {args.out}")
     return 0
