@@ -298,3 +298,38 @@ def test_motion_warmup_batches_vary_only_in_direction_at_high_noise():
     # the same step draws the same batch (exact resume)
     again = training_batch(cfg, 12)
     assert torch.equal(again[0], x0) and torch.equal(again[2], sigma)
+
+
+def test_balanced_order_keeps_every_prefix_balanced_and_covers_every_combination():
+    from collections import Counter
+
+    values = {"shape": domain.SHAPES, "colour": domain.COLOURS, "direction": domain.DIRECTIONS, "speed": domain.SPEEDS}
+    ordered = domain.balanced_attributes()
+    assert sorted(map(repr, ordered)) == sorted(map(repr, domain.all_attributes()))  # a permutation
+    for n in range(1, len(ordered) + 1):
+        for field, names in values.items():
+            counts = Counter(getattr(a, field) for a in ordered[:n])
+            spread = max(counts.get(v, 0) for v in names) - min(counts.get(v, 0) for v in names)
+            assert spread <= 1, (n, field, counts)
+    # the plain product order is what the balanced one replaces for subsets: its first half has no triangle
+    assert "triangle" not in {a.shape for a in domain.all_attributes()[:48]}
+
+
+def test_eval_subsets_are_balanced_while_the_full_set_and_its_recorded_key_stay_as_they_were():
+    import json
+
+    from trainer.eval.generate import EvalSet
+    from trainer.eval.reference import SHIPPED_REFERENCE
+
+    full = EvalSet()
+    assert full.attributes() == domain.all_attributes()  # the order the recorded teacher rows were sampled in
+    assert EvalSet(repeats=2).attributes() == domain.all_attributes() * 2
+    quick = EvalSet(max_clips=48).attributes()
+    assert {a.shape for a in quick} == set(domain.SHAPES) and {a.colour for a in quick} == set(domain.COLOURS)
+    assert quick == domain.balanced_attributes()[:48]
+    assert len(EvalSet(max_clips=100, repeats=2).attributes()) == 100
+    # a subset's key says how it was chosen (records of the older prefix subsets no longer match); the full
+    # set's key is unchanged, so the shipped teacher rows still serve the main job
+    assert EvalSet(max_clips=48).key()["subset"] == "balanced" and "subset" not in full.key()
+    if SHIPPED_REFERENCE.exists():
+        assert json.loads(SHIPPED_REFERENCE.read_text())["key"]["eval_set"] == full.key()

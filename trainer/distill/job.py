@@ -37,7 +37,7 @@ def teacher_reference(backend, cfg: DistillConfig, eval_set) -> tuple[list[dict]
     from ..backends.base import TEACHER
     from ..eval import reference
     from ..eval.evaluate import PRESET_SETUPS, evaluate_setups
-    from ..eval.generate import EvalSet, generate
+    from ..eval.generate import generate
     from ..eval.report import MAX_CLIPS_SHOWN
     from ..toy.teacher import teacher_path
 
@@ -46,8 +46,9 @@ def teacher_reference(backend, cfg: DistillConfig, eval_set) -> tuple[list[dict]
     found = reference.find_rows(key, setups) if cfg.reuse_reference else None
     if found is not None:
         rows, where = found
-        shown = EvalSet(eval_set.repeats, eval_set.seed, min(MAX_CLIPS_SHOWN, len(eval_set.attributes())))
-        prompts, seeds = [a.prompt for a in shown.attributes()], shown.clip_seeds()
+        # the report shows the first clips of every row: the same prompts and seeds as the student's
+        prompts = [a.prompt for a in eval_set.attributes()][:MAX_CLIPS_SHOWN]
+        seeds = eval_set.clip_seeds()[:MAX_CLIPS_SHOWN]
         samples = {s.name: (generate(backend.view(TEACHER), s, prompts, seeds)[0], prompts) for s in setups}
         return rows, samples, f"teacher rows reused from {where}; report clips sampled here"
     rows, samples = evaluate_setups(backend.view(TEACHER), setups, eval_set)

@@ -9,8 +9,9 @@ plus the wall-clock seconds spent in the model.
 
 from __future__ import annotations
 
+
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
@@ -69,15 +70,22 @@ SCHEDULES: dict[str, Callable] = {"shifted": _shifted, "student": _student, "tok
 
 @dataclass(frozen=True)
 class EvalSet:
-    """Prompts and per-clip seeds: every attribute combination, ``repeats`` times (or the first
-    ``max_clips`` of them, for quick checks)."""
+    """Prompts and per-clip seeds: every attribute combination, ``repeats`` times. With ``max_clips``
+    (quick checks) the first ``max_clips`` of them in ``domain.balanced_attributes`` order, so that a
+    subset holds every shape, colour, direction and speed about equally often."""
 
     repeats: int = 1
     seed: int = 1234
     max_clips: int | None = None
 
     def attributes(self) -> list[domain.ClipAttributes]:
-        return (domain.all_attributes() * self.repeats)[: self.max_clips]
+        if self.max_clips is None:
+            return domain.all_attributes() * self.repeats
+        return (domain.balanced_attributes() * self.repeats)[: self.max_clips]
+
+    def key(self) -> dict:
+        """What identifies the clips (for recorded rows): the fields, and for a subset how it is chosen."""
+        return asdict(self) | ({} if self.max_clips is None else {"subset": "balanced"})
 
     def clip_seeds(self) -> list[int]:
         return [self.seed * 100_003 + i for i in range(len(self.attributes()))]

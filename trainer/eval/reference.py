@@ -45,7 +45,7 @@ def _jsonable(value):
 
 def record_key(teacher_sha256: str, eval_set: EvalSet, batch_size: int, bf16: bool) -> dict:
     """Everything besides the setup that decides a teacher row."""
-    return _jsonable({"format": FORMAT, "teacher_sha256": teacher_sha256, "eval_set": dataclasses.asdict(eval_set),
+    return _jsonable({"format": FORMAT, "teacher_sha256": teacher_sha256, "eval_set": eval_set.key(),
                       "batch_size": batch_size, "bf16": bool(bf16), "torch": torch.__version__})
 
 

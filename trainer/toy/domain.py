@@ -116,6 +116,24 @@ def all_attributes() -> list[ClipAttributes]:
     ]
 
 
+def balanced_attributes() -> list[ClipAttributes]:
+    """``all_attributes`` reordered so that every prefix is balanced: in the first n clips each value of
+    each attribute (shape, colour, direction, speed) occurs as often as the others, give or take one.
+    Greedy: the next clip is the unused combination whose values have occurred least so far (ties: the
+    earlier one in ``all_attributes``). A prefix of ``all_attributes`` is not balanced (its first 48
+    clips hold no triangle)."""
+    fields = ("shape", "colour", "direction", "speed")
+    counts: dict[str, dict[str, int]] = {f: {} for f in fields}
+    left, ordered = all_attributes(), []
+    while left:
+        pick = min(left, key=lambda a: sum(counts[f].get(getattr(a, f), 0) for f in fields))
+        left.remove(pick)
+        ordered.append(pick)
+        for f in fields:
+            counts[f][getattr(pick, f)] = counts[f].get(getattr(pick, f), 0) + 1
+    return ordered
+
+
 def _shape_coverage(shape: str, xs: torch.Tensor, ys: torch.Tensor, cx: float, cy: float, r: float):
     """Anti-aliased coverage in [0, 1] of a shape centred at (cx, cy) on a pixel grid."""
     dx, dy = xs - cx, ys - cy
