@@ -9,7 +9,6 @@ plus the wall-clock seconds spent in the model.
 
 from __future__ import annotations
 
-
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
