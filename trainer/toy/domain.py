@@ -21,6 +21,7 @@ latent interpolator halve the clip to 5 frames and rebuild 9, as Wan's 4k+1 fram
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -122,15 +123,13 @@ def balanced_attributes() -> list[ClipAttributes]:
     Greedy: the next clip is the unused combination whose values have occurred least so far (ties: the
     earlier one in ``all_attributes``). A prefix of ``all_attributes`` is not balanced (its first 48
     clips hold no triangle)."""
-    fields = ("shape", "colour", "direction", "speed")
-    counts: dict[str, dict[str, int]] = {f: {} for f in fields}
+    counts: Counter = Counter()  # (attribute, value index) -> clips so far
     left, ordered = all_attributes(), []
     while left:
-        pick = min(left, key=lambda a: sum(counts[f].get(getattr(a, f), 0) for f in fields))
+        pick = min(left, key=lambda a: sum(counts[item] for item in a.labels().items()))
         left.remove(pick)
         ordered.append(pick)
-        for f in fields:
-            counts[f][getattr(pick, f)] = counts[f].get(getattr(pick, f), 0) + 1
+        counts.update(pick.labels().items())
     return ordered
 
 
