@@ -60,8 +60,7 @@ def cost_ratio_passes(denoiser, setups: list[SamplingSetup], eval_set: EvalSet, 
                       passes: int) -> list[float]:
     """``passes`` timings of ``setups[1]`` over ``setups[0]`` on the eval set, each pass sampling every chunk
     of both in turn (``generate_interleaved``); the videos are discarded."""
-    attrs = eval_set.attributes()
-    prompts, seeds = [a.prompt for a in attrs], eval_set.clip_seeds()
+    prompts, seeds = eval_set.prompts_and_seeds()
     ratios = []
     for _ in range(passes):
         (_, base_seconds), (_, other_seconds) = generate_interleaved(denoiser, setups, prompts, seeds, batch_size)

@@ -47,8 +47,8 @@ def teacher_reference(backend, cfg: DistillConfig, eval_set) -> tuple[list[dict]
     if found is not None:
         rows, where = found
         # the report shows the first clips of every row: the same prompts and seeds as the student's
-        prompts = [a.prompt for a in eval_set.attributes()][:MAX_CLIPS_SHOWN]
-        seeds = eval_set.clip_seeds()[:MAX_CLIPS_SHOWN]
+        prompts, seeds = eval_set.prompts_and_seeds()
+        prompts, seeds = prompts[:MAX_CLIPS_SHOWN], seeds[:MAX_CLIPS_SHOWN]
         samples = {s.name: (generate(backend.view(TEACHER), s, prompts, seeds)[0], prompts) for s in setups}
         return rows, samples, f"teacher rows reused from {where}; report clips sampled here"
     rows, samples = evaluate_setups(backend.view(TEACHER), setups, eval_set)

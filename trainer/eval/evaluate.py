@@ -72,7 +72,7 @@ def evaluate_setups(denoiser, setups: list[SamplingSetup], eval_set: EvalSet, ba
 
     classifier = classifier or load_classifier()
     attrs = eval_set.attributes()
-    prompts, seeds = [a.prompt for a in attrs], eval_set.clip_seeds()
+    prompts, seeds = eval_set.prompts_and_seeds()
     reference = data_videos(eval_set)
     # a second, disjoint draw of real clips scores the data row against the reference data
     data_row_videos = data_videos(eval_set, seed_offset=90_000_000)

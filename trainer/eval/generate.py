@@ -89,6 +89,10 @@ class EvalSet:
     def clip_seeds(self) -> list[int]:
         return [self.seed * 100_003 + i for i in range(len(self.attributes()))]
 
+    def prompts_and_seeds(self) -> tuple[list[str], list[int]]:
+        """One prompt and one noise seed per clip, in order."""
+        return [a.prompt for a in self.attributes()], self.clip_seeds()
+
 
 def latent_shape(batch: int) -> tuple[int, ...]:
     cfg = domain.DomainConfig()
