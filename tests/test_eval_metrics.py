@@ -388,6 +388,20 @@ def test_eval_scores_a_lora_with_its_own_schedule_and_a_custom_setup(tmp_path):
         run_eval(EvalConfig(out=tmp_path / "out", setups=["student"], **common))
 
 
+def test_custom_setup_passes_sampler_options_and_refuses_foreign_ones():
+    from trainer.eval.evaluate import EvalConfig, custom_setup
+
+    stochastic = custom_setup(EvalConfig(custom_steps=50, custom_sampler="stride_consistency", custom_gamma=0.3))
+    assert stochastic.sampler_options == {"gamma": 0.3}
+    assert custom_setup(EvalConfig(custom_steps=4, custom_sampler="stride_consistency")).sampler_options == {}
+    with pytest.raises(ValueError, match="has no option 'gamma'"):
+        custom_setup(EvalConfig(custom_steps=50, custom_sampler="stride_flow", custom_gamma=0.3))
+    with pytest.raises(ValueError, match="has no option 'order'"):
+        custom_setup(EvalConfig(custom_steps=50, custom_sampler="stride_consistency", custom_order=2))
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        custom_setup(EvalConfig(custom_steps=50, custom_sampler="stride_consistency", custom_gamma=1.5))
+
+
 def test_bench_sampling_adds_student_rows_without_touching_the_teacher_rows(tmp_path):
     from trainer.bench.sampling import ROW_KEYS, run_sampling_bench
     from trainer.toy.teacher import TeacherArch, build_diffusers_wan, save_wan_file

@@ -9,6 +9,7 @@ report with frame grids and animated previews. The ``data`` row scores held-out 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ class EvalConfig:
     custom_cfg: float = 1.0
     custom_sampler: str = "stride_consistency"
     custom_order: int = 0  # stride_flow's order (1 or 2); 0 leaves the sampler's default
+    custom_gamma: float = -1.0  # stride_consistency's share of fresh noise per step (0-1); < 0 leaves its default
     custom_schedule: str = "shifted"  # shifted | student | token
     custom_shift: float = 3.0
     custom_step_list: str = ""  # for schedule "student": e.g. 1000,900,757,522
@@ -116,10 +118,19 @@ def lora_student_setup(path: Path, name: str = "student") -> SamplingSetup:
 
 
 def custom_setup(cfg: EvalConfig) -> SamplingSetup:
+    from ..sampling.samplers import sampler_registry
     from ..sampling.schedules import parse_step_list
 
     step_list = tuple(parse_step_list(cfg.custom_step_list)) if cfg.custom_step_list else ()
     options = {"order": cfg.custom_order} if cfg.custom_order else {}
+    if cfg.custom_gamma > 1:
+        raise ValueError(f"--custom-gamma is a share of fresh noise in [0, 1], got {cfg.custom_gamma}")
+    if cfg.custom_gamma >= 0:
+        options["gamma"] = cfg.custom_gamma
+    sampler = sampler_registry().get(cfg.custom_sampler)  # an unknown name: SamplingSetup says which exist
+    foreign = [name for name in options if sampler is not None and name not in inspect.signature(sampler).parameters]
+    if foreign:
+        raise ValueError(f"sampler {cfg.custom_sampler!r} has no option {foreign[0]!r} (--custom-{foreign[0]})")
     return SamplingSetup(cfg.custom_name, steps=cfg.custom_steps, cfg=cfg.custom_cfg, sampler=cfg.custom_sampler,
                          sampler_options=options, schedule=cfg.custom_schedule, shift=cfg.custom_shift,
                          step_list=step_list)
