@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Turn a toy-teacher pretraining state into the files the pack ships, with their measurements:
 #   1. the compact EMA teacher   trainer/toy/assets/toy_wan_teacher.safetensors   (toy export)
+#      and its raw weights       trainer/toy/assets/toy_wan_teacher_raw.safetensors (toy export --weights model:
+#      what the next run continues from with --init-from)
 #   2. the teacher's reference   trainer/toy/assets/teacher_reference.json (bench sampling's teacher rows,
 #      which the main job's report reuses instead of sampling 96 clips at 50 steps again; recorded
 #      before the main job for a new teacher, and again by step 4 either way)
@@ -22,6 +24,7 @@ mkdir -p runs/ship "$assets/loras"
 
 if [ "$state_dir" != "-" ]; then  # "-": keep the shipped teacher (and its recorded rows), ship a new student
     $PY -m trainer toy export --state-dir "$state_dir" --out "$assets/toy_wan_teacher.safetensors"
+    $PY -m trainer toy export --state-dir "$state_dir" --weights model --out "$assets/toy_wan_teacher_raw.safetensors"
     $PY -m trainer bench sampling --lora none --save-reference "$assets/teacher_reference.json" --json \
         > runs/ship/bench_teacher.json
 fi
