@@ -59,19 +59,21 @@ class StrideStudentScheduler(io.ComfyNode):
             if path is None:
                 raise ValueError(f"stride_lora {stride_lora!r} is not in the loras folder")
             meta = read_stride_metadata(path)  # a clear error for a LoRA without Stride metadata
-            steps, used_shift = meta["student_step_list"], meta["shift"]
+            steps, used_shift, gamma = meta["student_step_list"], meta["shift"], meta["student_gamma"]
         elif preset == CUSTOM:
             try:
                 steps = schedules.parse_step_list(step_list)
             except ValueError as err:
                 raise ValueError(f"step_list {step_list!r}: {err}") from None
-            used_shift = shift
+            used_shift, gamma = shift, 1.0
         else:
             entry = schedules.STUDENT_PRESETS[preset]
-            steps, used_shift = list(entry.step_list), entry.shift
+            steps, used_shift, gamma = list(entry.step_list), entry.shift, 1.0
         timesteps = schedules.student_timesteps(steps, used_shift)
         sigmas = schedules.student_sigmas(steps, used_shift)
         text = ", ".join(f"{float(t):.2f}" for t in timesteps) + f" (shift {used_shift:g})"
+        if gamma != 1.0:  # a student trained to re-noise with part of its implied noise
+            text += f"; trained for sampler gamma {gamma:g}: set it on the Stride consistency sampler"
         return io.NodeOutput(torch.as_tensor(sigmas, dtype=torch.float32), text)
 
 

@@ -146,8 +146,9 @@ def test_student_scheduler_reads_the_schedule_from_a_stride_lora(comfy_server, t
 
     loras = comfy_server.base_dir / "models" / "loras"
     loras.mkdir(parents=True, exist_ok=True)
-    # a Stride LoRA trained on a non-preset step list and shift; its tensors do not matter here
-    meta = {"method": "adv", "student_step_list": [1000, 870, 640, 300], "shift": 3.0, "teacher_fingerprint": "x"}
+    # a Stride LoRA trained on a non-preset step list, shift and sampler gamma; its tensors do not matter here
+    meta = {"method": "adv", "student_step_list": [1000, 870, 640, 300], "shift": 3.0, "teacher_fingerprint": "x",
+            "student_gamma": 0.75}
     write_stride_lora({"diffusion_model.blocks.0.ffn.0.lora_down.weight": torch.zeros(4, 128),
                        "diffusion_model.blocks.0.ffn.0.lora_up.weight": torch.zeros(128, 4),
                        "diffusion_model.blocks.0.ffn.0.alpha": torch.tensor(4.0)},

@@ -66,7 +66,10 @@ def test_training_changes_only_lora_and_resume_continues_exactly(tmp_path, tiny_
 def test_export_writes_comfy_keys_and_metadata(tmp_path, tiny_teacher):
     from trainer.lora.export import read_stride_metadata
 
-    cfg = tiny_config(tmp_path, tiny_teacher, steps=2, student_step_list=(1000.0, 900.0, 757.0, 522.0), shift=5.0)
+    from trainer.eval.evaluate import lora_student_setup
+
+    cfg = tiny_config(tmp_path, tiny_teacher, steps=2, student_step_list=(1000.0, 900.0, 757.0, 522.0), shift=5.0,
+                      student_gamma=0.75)
     outcome = distill(cfg)
     path = export_student(outcome, cfg, tmp_path / "out" / "student.safetensors", {"fd": 1.0})
     keys = load_file(str(path)).keys()
@@ -76,6 +79,11 @@ def test_export_writes_comfy_keys_and_metadata(tmp_path, tiny_teacher):
     assert meta["method"] == "adv" and meta["student_step_list"] == [1000.0, 900.0, 757.0, 522.0]
     assert meta["shift"] == 5.0 and meta["metrics"] == {"fd": 1.0}
     assert meta["config"]["steps"] == 2
+    # the student is sampled the way it was trained: its step list, shift and share of fresh noise
+    assert meta["student_gamma"] == 0.75
+    setup = lora_student_setup(path)
+    assert setup.sampler == "stride_consistency" and setup.sampler_options == {"gamma": 0.75}
+    assert setup.step_list == (1000.0, 900.0, 757.0, 522.0) and setup.shift == 5.0 and setup.cfg == 1.0
 
 
 def test_nan_stops_with_a_diagnostic_and_keeps_the_last_good_state(tmp_path, tiny_teacher):
@@ -108,6 +116,11 @@ def test_bad_config_is_a_clear_error(tmp_path, tiny_teacher):
         distill(tiny_config(tmp_path, tiny_teacher, method="nope"))
     with pytest.raises(ValueError, match="regression_weighting"):
         AdvConfig(regression_weighting="weird")
+    with pytest.raises(ValueError, match=r"student_gamma is a share of fresh noise in \[0, 1\], got 1.5"):
+        tiny_config(tmp_path, tiny_teacher, student_gamma=1.5)
+    # GPD's students follow the ODE (no fresh noise to mix): refused before the teacher is even read
+    with pytest.raises(ValueError, match="draws no fresh noise"):
+        distill(tiny_config(tmp_path, tmp_path / "no_such_teacher.safetensors", method="gpd", student_gamma=0.5))
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="two-process gloo test runs on Linux")

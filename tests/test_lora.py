@@ -245,8 +245,8 @@ def test_stride_metadata_round_trips(base_state, tmp_path):
     with safe_open(str(path), framework="pt") as handle:
         raw = handle.metadata()
     assert set(raw) == {"stride.method", "stride.student_step_list", "stride.shift", "stride.teacher_fingerprint",
-                        "stride.config", "stride.metrics", "stride.format_version", "stride.lora_rank",
-                        "stride.lora_alpha"}
+                        "stride.config", "stride.metrics", "stride.student_gamma", "stride.format_version",
+                        "stride.lora_rank", "stride.lora_alpha"}
     assert all(isinstance(v, str) for v in raw.values())
     meta = read_stride_metadata(path)
     assert meta["method"] == "adv"
@@ -254,6 +254,21 @@ def test_stride_metadata_round_trips(base_state, tmp_path):
     assert meta["shift"] == 5.0 and meta["teacher_fingerprint"] == "0" * 64
     assert meta["config"] == METADATA["config"] and meta["metrics"] == METADATA["metrics"]
     assert meta["format_version"] == 1 and meta["lora_rank"] == 4 and meta["lora_alpha"] == 6.0
+    assert meta["student_gamma"] == 1.0  # not given: fresh noise, ComfyUI's lcm
+
+
+def test_student_gamma_round_trips_and_older_files_read_as_fresh_noise(base_state, tmp_path):
+    model = model_with_two_adapters(base_state)
+    path = export_comfy_lora(model, "student", tmp_path / "tcd.safetensors", {**METADATA, "student_gamma": 0.75})
+    assert read_stride_metadata(path)["student_gamma"] == 0.75
+    with safe_open(str(path), framework="pt") as handle:  # a file written before the field existed
+        header = {k: v for k, v in handle.metadata().items() if k != "stride.student_gamma"}
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    save_file(tensors, str(tmp_path / "older.safetensors"), metadata=header)
+    assert read_stride_metadata(tmp_path / "older.safetensors")["student_gamma"] == 1.0
+    with pytest.raises(ValueError, match=r"student_gamma.*\[0, 1\], got 1.5"):
+        export_comfy_lora(model, "student", tmp_path / "bad.safetensors", {**METADATA, "student_gamma": 1.5})
+    assert not (tmp_path / "bad.safetensors").exists()
 
 
 def test_metadata_errors_are_clear(base_state, tmp_path):

@@ -461,6 +461,29 @@ def test_interpolated_simulation_runs_the_head_on_every_second_frame_then_interp
     assert (x_in - _interpolated_input_by_hand(backend, stride=1)).abs().max() > 1e-3
 
 
+def test_student_simulation_with_gamma_0_is_ddim_and_gamma_1_ignores_the_implied_noise():
+    """Backward simulation re-noises as the student's sampler does: with gamma 0 the input at step 2 is
+    what the deterministic DDIM sampler (``sample_stride_flow``, order 1) reaches from the same start
+    noise in two steps; with gamma 1 it does not depend on the noise the input implies at all."""
+    from trainer.backends.base import as_kdiffusion_model
+
+    backend, batch = _perturbed_student(), toy_batch(5)
+    ddim_schedule = StudentSchedule(SCHEDULE.step_list, SCHEDULE.shift, gamma=0.0)
+    x_in, k = student_step_input(backend, toy_batch(5), ddim_schedule, exit_index=2)
+    start = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1005)) * SCHEDULE.sigmas[0]
+    model = as_kdiffusion_model(backend.view(STUDENT), batch.context)
+    with torch.no_grad():
+        ddim = sample_stride_flow(model, start, SCHEDULE.sigmas[:3], order=1)  # stops at sigma_2
+    assert k == 2 and torch.allclose(x_in, ddim, atol=1e-5)
+    fresh, _ = student_step_input(backend, toy_batch(5), SCHEDULE, exit_index=2)
+    assert (fresh - ddim).abs().max() > 0.1  # the default re-noises with fresh noise
+    partial, _ = student_step_input(backend, toy_batch(5), StudentSchedule(SCHEDULE.step_list, SCHEDULE.shift, 0.5),
+                                    exit_index=2)
+    assert (partial - ddim).abs().max() > 1e-3 and (partial - fresh).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=r"gamma is a share of fresh noise in \[0, 1\]"):
+        StudentSchedule(SCHEDULE.step_list, SCHEDULE.shift, gamma=-0.1)
+
+
 def test_interpolated_simulation_leaves_steps_before_the_switch_alone():
     interp = InterpolatedSimulation(switch_index=2, probability=1.0, interpolator="linear")
     backend = _perturbed_student()

@@ -29,6 +29,10 @@ class DistillConfig:
     # 1000,900,757,522 at shift 5 (Frechet distance 29.7 vs 38.1), and so do the students distilled on it
     student_step_list: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)
     shift: float = 3.0
+    # share of fresh noise when the student re-noises between its steps (1: fresh, ComfyUI's lcm, the
+    # published setting; < 1 keeps part of the noise its input implies, TCD-style): training simulates
+    # the student's sampling with it and the LoRA's metadata carries it to the sampler
+    student_gamma: float = 1.0
     lora_rank: int = 16
     lora_alpha: float = 16.0
     lora_targets: str = "attn_ffn"
@@ -75,6 +79,8 @@ class DistillConfig:
             raise ValueError("steps and batch_size must be >= 1")
         if self.preview_every < 0:
             raise ValueError(f"preview_every must be >= 0, got {self.preview_every}")
+        if not 0.0 <= self.student_gamma <= 1.0:
+            raise ValueError(f"student_gamma is a share of fresh noise in [0, 1], got {self.student_gamma}")
         if not 0.0 <= self.student_ema < 1.0:
             raise ValueError(f"student_ema must be in [0, 1) (0: off), got {self.student_ema}")
         if self.lora_rank < 1 or self.critic_rank < 1:

@@ -25,7 +25,8 @@ def student_setup(outcome, method: str, name: str = "student_4"):
     """How the trained student of ``method`` is sampled (its schedule, no CFG, the method's sampler)."""
     from ..eval.evaluate import student_sampling_setup
 
-    return student_sampling_setup(method, outcome.schedule.step_list, outcome.schedule.shift, name)
+    return student_sampling_setup(method, outcome.schedule.step_list, outcome.schedule.shift, name,
+                                  outcome.schedule.gamma)
 
 
 def teacher_reference(backend, cfg: DistillConfig, eval_set) -> tuple[list[dict], dict, str]:

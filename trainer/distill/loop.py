@@ -158,12 +158,15 @@ def distill(cfg: DistillConfig, stop_check=None, on_step=None, backend=None, dat
     dist = Distributed.from_environment()
     device = pick_device(cfg.device, dist)
     torch.manual_seed(cfg.seed)  # LoRA initialisation is identical on every process
-    backend = backend if backend is not None else build_backend(cfg, device)
-    schedule = StudentSchedule(tuple(cfg.student_step_list), cfg.shift)
+    schedule = StudentSchedule(tuple(cfg.student_step_list), cfg.shift, cfg.student_gamma)
     registry = method_registry()
     if cfg.method not in registry:
         raise ValueError(f"unknown method {cfg.method!r}; known: {', '.join(sorted(registry))}")
     method_cls = registry[cfg.method]
+    if cfg.student_gamma != 1.0 and "gamma" not in method_cls.student_sampler[1]:
+        raise ValueError(f"student_gamma {cfg.student_gamma}: {cfg.method} students sample with "
+                         f"{method_cls.student_sampler[0]}, which draws no fresh noise (leave it at 1)")
+    backend = backend if backend is not None else build_backend(cfg, device)
     method_cfg = getattr(cfg, cfg.method, None) or method_cls.config_class()
     if hasattr(method_cfg, "for_run"):  # settings that depend on the run's length (GPD's stage length)
         method_cfg = method_cfg.for_run(cfg.steps)
@@ -300,7 +303,7 @@ def _in_main_thread() -> bool:
 
 def student_metadata(cfg: DistillConfig, schedule: StudentSchedule, teacher_fingerprint: str, metrics: dict) -> dict:
     return {"method": cfg.method, "student_step_list": list(schedule.step_list), "shift": schedule.shift,
-            "teacher_fingerprint": teacher_fingerprint, "config": config_to_dict(cfg), "metrics": metrics}
+            "student_gamma": schedule.gamma, "teacher_fingerprint": teacher_fingerprint, "config": config_to_dict(cfg), "metrics": metrics}
 
 
 def export_student(outcome: DistillOutcome, cfg: DistillConfig, path: Path, metrics: dict) -> Path:

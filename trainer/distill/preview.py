@@ -34,7 +34,7 @@ def sample_student(backend, schedule, method: str, prompts: PreviewPrompts, devi
     from ..eval.evaluate import student_sampling_setup
     from ..sampling.samplers import sampler_registry
 
-    setup = student_sampling_setup(method, schedule.step_list, schedule.shift, "preview")
+    setup = student_sampling_setup(method, schedule.step_list, schedule.shift, "preview", schedule.gamma)
     options = dict(setup.sampler_options)
     if setup.sampler != "stride_flow":  # samplers that re-noise draw from a seeded stream
         options.setdefault("seed", PREVIEW_SEED)

@@ -97,13 +97,19 @@ def confusion_by_row(samples: dict, classifier) -> dict[str, dict]:
     return {name: attribute_confusion(videos, prompts, classifier) for name, (videos, prompts) in samples.items()}
 
 
-def student_sampling_setup(method: str, step_list, shift: float, name: str) -> SamplingSetup:
-    """How a student of ``method`` is sampled: its own step list and shift, no CFG, its method's sampler."""
+def student_sampling_setup(method: str, step_list, shift: float, name: str, gamma: float = 1.0) -> SamplingSetup:
+    """How a student of ``method`` is sampled: its own step list and shift, no CFG, its method's sampler
+    (re-noising with ``gamma``, the student's share of fresh noise, where that sampler has one)."""
     from ..methods import method_registry
 
     if method not in method_registry():
         raise ValueError(f"student {name!r}: trained with unknown method {method!r}")
     sampler, options = method_registry()[method].student_sampler
+    if "gamma" in options:
+        options = {**options, "gamma": float(gamma)}
+    elif gamma != 1.0:
+        raise ValueError(f"student {name!r}: method {method!r} samples with {sampler}, which has no gamma "
+                         f"(got student gamma {gamma})")
     steps = tuple(float(t) for t in step_list)
     return SamplingSetup(name, steps=len(steps), cfg=1.0, sampler=sampler, sampler_options=dict(options),
                          schedule="student", step_list=steps, shift=float(shift))
@@ -114,7 +120,8 @@ def lora_student_setup(path: Path, name: str = "student") -> SamplingSetup:
     from ..lora.export import read_stride_metadata
 
     meta = read_stride_metadata(path)
-    return student_sampling_setup(meta["method"], meta["student_step_list"], meta["shift"], name)
+    return student_sampling_setup(meta["method"], meta["student_step_list"], meta["shift"], name,
+                                  meta["student_gamma"])
 
 
 def custom_setup(cfg: EvalConfig) -> SamplingSetup:

@@ -41,6 +41,13 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)  # raises TypeError for values JSON cannot hold
 
 
+def _gamma(value: Any) -> float:
+    gamma = float(value)
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"student_gamma is a share of fresh noise in [0, 1], got {gamma}")
+    return gamma
+
+
 def _step_list(value: Any) -> str:
     steps = [float(step) for step in value]
     if not steps:
@@ -49,8 +56,8 @@ def _step_list(value: Any) -> str:
 
 
 # metadata field -> (encode to the stored string, decode the stored string). The caller gives the
-# first four; config and metrics default to {}; format_version, lora_rank and lora_alpha are written
-# by export_comfy_lora itself.
+# first four; config and metrics default to {}, student_gamma to 1 (files written before it existed
+# read as 1 too); format_version, lora_rank and lora_alpha are written by export_comfy_lora itself.
 _REQUIRED_FIELDS = ("method", "student_step_list", "shift", "teacher_fingerprint")
 _FIELDS: dict[str, tuple[Callable[[Any], str], Callable[[str], Any]]] = {
     "method": (_strict_str, str),
@@ -59,11 +66,13 @@ _FIELDS: dict[str, tuple[Callable[[Any], str], Callable[[str], Any]]] = {
     "teacher_fingerprint": (_strict_str, str),
     "config": (_json, json.loads),
     "metrics": (_json, json.loads),
+    "student_gamma": (lambda v: repr(_gamma(v)), _gamma),
     "format_version": (lambda v: str(int(v)), int),
     "lora_rank": (lambda v: str(int(v)), int),
     "lora_alpha": (lambda v: repr(float(v)), float),
 }
 _WRITTEN_BY_EXPORT = ("format_version", "lora_rank", "lora_alpha")
+_DEFAULTS = {"config": {}, "metrics": {}, "student_gamma": 1.0}
 
 
 # ---- teacher fingerprint
@@ -134,7 +143,7 @@ def encode_stride_metadata(metadata: Mapping[str, Any]) -> dict[str, str]:
     missing = [k for k in _REQUIRED_FIELDS if k not in metadata]
     if missing:
         raise ValueError(f"Stride LoRA metadata is missing {missing}")
-    values = {"config": {}, "metrics": {}, **metadata}
+    values = {**_DEFAULTS, **metadata}
     encoded = {}
     for key, value in values.items():
         try:
@@ -150,7 +159,7 @@ def export_comfy_lora(model: torch.nn.Module, adapter_name: str, path: Path | st
 
     ``metadata`` needs ``method`` (str), ``student_step_list`` (timesteps or sigmas), ``shift``,
     ``teacher_fingerprint`` (see ``teacher_fingerprint``) and may hold ``config`` and ``metrics``
-    (JSON-serialisable dicts). ``dtype`` casts the LoRA matrices (default: as trained)."""
+    (JSON-serialisable dicts) and ``student_gamma`` (the share of fresh noise its sampler re-noises with). ``dtype`` casts the LoRA matrices (default: as trained)."""
     return write_stride_lora(comfy_lora_state_dict(model, adapter_name, dtype), path, metadata)
 
 
@@ -188,6 +197,9 @@ def read_stride_metadata(path: Path | str) -> dict[str, Any]:
     parsed = {}
     for key, (_, decode) in _FIELDS.items():
         stored = header.get(METADATA_PREFIX + key)
+        if stored is None and key == "student_gamma":  # written before the field existed: fresh noise
+            parsed[key] = _DEFAULTS[key]
+            continue
         if stored is None:
             raise ValueError(f"{path}: Stride LoRA metadata lacks '{METADATA_PREFIX}{key}'")
         parsed[key] = decode(stored)

@@ -11,6 +11,7 @@ several processes train together and does nothing otherwise).
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -43,15 +44,21 @@ class DistillBatch:
 
 @dataclass(frozen=True)
 class StudentSchedule:
-    """The student's training timesteps (e.g. 1000,900,757,522) warped by ``shift``."""
+    """The student's training timesteps (e.g. 1000,900,757,522) warped by ``shift``, and ``gamma``, the
+    share of fresh noise when it re-noises its x0 prediction between steps (``sample_stride_consistency``:
+    1 is fresh noise, ComfyUI's ``lcm``; below 1 part of the noise the input implies is kept, as in TCD).
+    Training simulates the student's sampling with it and the LoRA's metadata carries it to inference."""
 
     step_list: tuple[float, ...] = (1000.0, 900.0, 757.0, 522.0)
     shift: float = 5.0
+    gamma: float = 1.0
 
     def __post_init__(self):
         schedules.validate_step_list(list(self.step_list))
         if self.shift <= 0:
             raise ValueError(f"shift must be positive, got {self.shift}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"student gamma is a share of fresh noise in [0, 1], got {self.gamma}")
 
     @property
     def sigmas(self) -> torch.Tensor:
@@ -131,17 +138,30 @@ def student_step_input(backend: WanLoraBackend, batch: DistillBatch, schedule: S
     start = 0
     if interp is not None and interp.switch_index and exit_index >= interp.switch_index:
         if float(rand((), batch.generator, device)) < interp.probability:
-            x, start = _interpolated_head(backend, batch, sigmas, x, interp), interp.switch_index
+            x, start = _interpolated_head(backend, batch, sigmas, x, interp, schedule.gamma), interp.switch_index
     for i in range(start, exit_index):
         x0 = backend.predict_x0(x, sigmas[i], batch.context, STUDENT)
-        x = flow.add_noise(x0, randn(x.shape, batch.generator, device), sigmas[i + 1])
+        x = renoise(x, x0, sigmas[i], sigmas[i + 1], schedule.gamma, batch.generator)
     return x, exit_index
 
 
+def renoise(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor, gamma: float,
+            generator: torch.Generator | None) -> torch.Tensor:
+    """The student's input at ``sigma_next`` after predicting ``x0`` from ``x`` at ``sigma``, as
+    ``sample_stride_consistency`` makes it: noise ``sqrt(1 - gamma) * eps_hat + sqrt(gamma) * z`` with
+    ``eps_hat`` the noise ``x`` implies (flow: ``x = (1 - sigma) x0 + sigma eps``) and ``z`` fresh."""
+    noise = randn(x.shape, generator, x.device)
+    if gamma < 1.0:
+        implied = (x.float() - (1.0 - sigma) * x0.float()) / sigma
+        noise = math.sqrt(1.0 - gamma) * implied + math.sqrt(gamma) * noise
+    return flow.add_noise(x0, noise, sigma_next)
+
+
 def _interpolated_head(backend, batch: DistillBatch, sigmas: torch.Tensor, x: torch.Tensor,
-                       interp: InterpolatedSimulation) -> torch.Tensor:
-    """Steps ``0 .. switch - 1`` on ``x[:, :, ::2]`` with strided positions, then the last x0 prediction
-    interpolated to full length and re-noised to ``sigmas[switch]``."""
+                       interp: InterpolatedSimulation, interp_gamma: float = 1.0) -> torch.Tensor:
+    """Steps ``0 .. switch - 1`` on ``x[:, :, ::2]`` with strided positions (re-noised with ``interp_gamma``,
+    the student's gamma), then the last x0 prediction interpolated to full length and re-noised to
+    ``sigmas[switch]`` with fresh noise, as ``sample_stride_interpolated`` does."""
     from ..sampling.interpolated import check_subsamplable
     from ..sampling.positions import strided_positions
 
@@ -152,7 +172,7 @@ def _interpolated_head(backend, batch: DistillBatch, sigmas: torch.Tensor, x: to
         for i in range(switch):
             x0 = backend.predict_x0(half, sigmas[i], batch.context, STUDENT)
             if i < switch - 1:
-                half = flow.add_noise(x0, randn(half.shape, batch.generator, x.device), sigmas[i + 1])
+                half = renoise(half, x0, sigmas[i], sigmas[i + 1], interp_gamma, batch.generator)
     full = _latent_interpolator(interp.interpolator)(x0).to(x.dtype)
     return flow.add_noise(full, randn(x.shape, batch.generator, x.device), sigmas[switch])
 
