@@ -303,7 +303,8 @@ def _in_main_thread() -> bool:
 
 def student_metadata(cfg: DistillConfig, schedule: StudentSchedule, teacher_fingerprint: str, metrics: dict) -> dict:
     return {"method": cfg.method, "student_step_list": list(schedule.step_list), "shift": schedule.shift,
-            "student_gamma": schedule.gamma, "teacher_fingerprint": teacher_fingerprint, "config": config_to_dict(cfg), "metrics": metrics}
+            "student_gamma": schedule.gamma, "teacher_fingerprint": teacher_fingerprint,
+            "config": config_to_dict(cfg), "metrics": metrics}
 
 
 def export_student(outcome: DistillOutcome, cfg: DistillConfig, path: Path, metrics: dict) -> Path:

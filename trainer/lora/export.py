@@ -159,7 +159,8 @@ def export_comfy_lora(model: torch.nn.Module, adapter_name: str, path: Path | st
 
     ``metadata`` needs ``method`` (str), ``student_step_list`` (timesteps or sigmas), ``shift``,
     ``teacher_fingerprint`` (see ``teacher_fingerprint``) and may hold ``config`` and ``metrics``
-    (JSON-serialisable dicts) and ``student_gamma`` (the share of fresh noise its sampler re-noises with). ``dtype`` casts the LoRA matrices (default: as trained)."""
+    (JSON-serialisable dicts) and ``student_gamma`` (the share of fresh noise its sampler re-noises
+    with). ``dtype`` casts the LoRA matrices (default: as trained)."""
     return write_stride_lora(comfy_lora_state_dict(model, adapter_name, dtype), path, metadata)
 
 
