@@ -13,6 +13,7 @@ from pathlib import Path
 from ..methods.adv import AdvConfig
 from ..methods.avdm2 import Avdm2Config
 from ..methods.gpd import GpdConfig
+from ..sampling.samplers import check_gamma
 from ..toy.teacher import TOY_TEACHER_CFG
 
 DEFAULT_STATE_ROOT = Path.home() / ".cache" / "comfyui-stride" / "distill"
@@ -79,8 +80,7 @@ class DistillConfig:
             raise ValueError("steps and batch_size must be >= 1")
         if self.preview_every < 0:
             raise ValueError(f"preview_every must be >= 0, got {self.preview_every}")
-        if not 0.0 <= self.student_gamma <= 1.0:
-            raise ValueError(f"student_gamma is a share of fresh noise in [0, 1], got {self.student_gamma}")
+        check_gamma(self.student_gamma, "student_gamma")
         if not 0.0 <= self.student_ema < 1.0:
             raise ValueError(f"student_ema must be in [0, 1) (0: off), got {self.student_ema}")
         if self.lora_rank < 1 or self.critic_rank < 1:

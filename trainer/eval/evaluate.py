@@ -125,15 +125,13 @@ def lora_student_setup(path: Path, name: str = "student") -> SamplingSetup:
 
 
 def custom_setup(cfg: EvalConfig) -> SamplingSetup:
-    from ..sampling.samplers import sampler_registry
+    from ..sampling.samplers import check_gamma, sampler_registry
     from ..sampling.schedules import parse_step_list
 
     step_list = tuple(parse_step_list(cfg.custom_step_list)) if cfg.custom_step_list else ()
     options = {"order": cfg.custom_order} if cfg.custom_order else {}
-    if cfg.custom_gamma > 1:
-        raise ValueError(f"--custom-gamma is a share of fresh noise in [0, 1], got {cfg.custom_gamma}")
-    if cfg.custom_gamma >= 0:
-        options["gamma"] = cfg.custom_gamma
+    if cfg.custom_gamma >= 0:  # below 0: the sampler's default
+        options["gamma"] = check_gamma(cfg.custom_gamma, "--custom-gamma")
     sampler = sampler_registry().get(cfg.custom_sampler)  # an unknown name: SamplingSetup says which exist
     foreign = [name for name in options if sampler is not None and name not in inspect.signature(sampler).parameters]
     if foreign:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import atomic_save_safetensors
+from ..sampling.samplers import check_gamma
 from .inject import activate_adapter, keep_requires_grad, lora_layers, lora_parameters
 from .targets import diffusers_module_to_wan, wan_module_to_diffusers
 
@@ -42,10 +43,7 @@ def _json(value: Any) -> str:
 
 
 def _gamma(value: Any) -> float:
-    gamma = float(value)
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"student_gamma is a share of fresh noise in [0, 1], got {gamma}")
-    return gamma
+    return check_gamma(value, "student_gamma")
 
 
 def _step_list(value: Any) -> str:
@@ -72,7 +70,9 @@ _FIELDS: dict[str, tuple[Callable[[Any], str], Callable[[str], Any]]] = {
     "lora_alpha": (lambda v: repr(float(v)), float),
 }
 _WRITTEN_BY_EXPORT = ("format_version", "lora_rank", "lora_alpha")
-_DEFAULTS = {"config": {}, "metrics": {}, "student_gamma": 1.0}
+# fields added after format 1 shipped: a file without one reads as this value (fresh noise, as before)
+_ADDED_LATER = {"student_gamma": 1.0}
+_DEFAULTS = {"config": {}, "metrics": {}, **_ADDED_LATER}  # what export writes for a field not given
 
 
 # ---- teacher fingerprint
@@ -198,8 +198,8 @@ def read_stride_metadata(path: Path | str) -> dict[str, Any]:
     parsed = {}
     for key, (_, decode) in _FIELDS.items():
         stored = header.get(METADATA_PREFIX + key)
-        if stored is None and key == "student_gamma":  # written before the field existed: fresh noise
-            parsed[key] = _DEFAULTS[key]
+        if stored is None and key in _ADDED_LATER:
+            parsed[key] = _ADDED_LATER[key]
             continue
         if stored is None:
             raise ValueError(f"{path}: Stride LoRA metadata lacks '{METADATA_PREFIX}{key}'")

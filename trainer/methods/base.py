@@ -11,7 +11,6 @@ several processes train together and does nothing otherwise).
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -20,6 +19,7 @@ import torch
 from .. import flow
 from ..backends.base import STUDENT
 from ..sampling import schedules
+from ..sampling.samplers import check_gamma, mix_noise
 
 if TYPE_CHECKING:
     from ..backends.wan_lora import WanLoraBackend
@@ -57,8 +57,7 @@ class StudentSchedule:
         schedules.validate_step_list(list(self.step_list))
         if self.shift <= 0:
             raise ValueError(f"shift must be positive, got {self.shift}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"student gamma is a share of fresh noise in [0, 1], got {self.gamma}")
+        check_gamma(self.gamma, "student gamma")
 
     @property
     def sigmas(self) -> torch.Tensor:
@@ -153,7 +152,7 @@ def renoise(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, sigma_next: 
     noise = randn(x.shape, generator, x.device)
     if gamma < 1.0:
         implied = (x.float() - (1.0 - sigma) * x0.float()) / sigma
-        noise = math.sqrt(1.0 - gamma) * implied + math.sqrt(gamma) * noise
+        noise = mix_noise(implied, noise, gamma)
     return flow.add_noise(x0, noise, sigma_next)
 
 

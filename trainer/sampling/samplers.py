@@ -51,6 +51,20 @@ def validate_sigmas(sigmas: torch.Tensor) -> torch.Tensor:
     return sigmas
 
 
+def check_gamma(gamma: float, name: str = "gamma") -> float:
+    """``gamma``, the share of fresh noise when re-noising, as a float; a clear error outside [0, 1]."""
+    gamma = float(gamma)
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"{name} is a share of fresh noise in [0, 1], got {gamma}")
+    return gamma
+
+
+def mix_noise(implied: torch.Tensor, fresh: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``sqrt(1 - gamma) * implied + sqrt(gamma) * fresh``: unit variance for any gamma when both are
+    standard normal, so gamma 1 is exactly fresh noise and gamma 0 exactly the implied noise (DDIM)."""
+    return math.sqrt(1.0 - gamma) * implied + math.sqrt(gamma) * fresh
+
+
 def sample_stride_consistency(
     model,
     x: torch.Tensor,
@@ -73,8 +87,7 @@ def sample_stride_consistency(
     ``x``'s device; with neither, from the global RNG. ``disable`` (a progress bar flag in
     k-diffusion) is accepted and ignored.
     """
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    check_gamma(gamma)
     extra_args = {} if extra_args is None else extra_args
     sigmas = validate_sigmas(sigmas).to(x.device)
     noise_scaling = flow_noise_scaling if noise_scaling is None else noise_scaling
@@ -93,9 +106,8 @@ def sample_stride_consistency(
         a, b = noise_coefficients(noise_scaling, sigma, x)
         a_next, b_next = noise_coefficients(noise_scaling, sigma_next, x)
         noise = (x - a * denoised) / b
-        if gamma > 0:
-            # Mixing keeps unit variance, so gamma 1 is exactly fresh noise and gamma 0 exactly DDIM.
-            noise = math.sqrt(1.0 - gamma) * noise + math.sqrt(gamma) * draw_noise()
+        if gamma > 0:  # gamma 0 draws nothing: exactly DDIM
+            noise = mix_noise(noise, draw_noise(), gamma)
         x = a_next * denoised + b_next * noise
     return x
 
