@@ -94,3 +94,73 @@ def test_comfy_backend_trains_a_lora_on_a_real_model_patcher(tmp_path):
     assert out["exported_equal"], out
     assert not out["not_loaded"], out["not_loaded"]
     assert all(k.startswith("diffusion_model.blocks.") for k in out["keys"]), out["keys"]
+
+
+GAN_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2])
+    from comfy.cli_args import args
+    args.cpu = True
+    import torch, comfy.sd
+    with torch.inference_mode():
+        patcher = comfy.sd.load_diffusion_model(sys.argv[3])
+    from trainer.backends.comfy import ComfyLoraBackend
+    from trainer.backends.wan_lora import WanLoraBackend
+    from trainer.lora.inject import LoraSpec
+    from trainer.methods.adv import AdvConfig, AdvMethod
+    from trainer.methods.avdm2 import Avdm2Config, Avdm2Method
+    from trainer.methods.base import DistillBatch, MethodContext, StudentSchedule
+    from trainer.methods.gan import FeatureDiscriminator
+    from trainer.toy import codec, domain, text
+    from trainer.toy.teacher import load_teacher
+    out = {}
+    spec = LoraSpec(rank=4, alpha=4.0)
+    with torch.inference_mode(False):
+        comfy_backend = ComfyLoraBackend(patcher, spec, spec)
+        diffusers_backend = WanLoraBackend(load_teacher(sys.argv[3]), spec, spec)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 16, 3, 8, 8, generator=gen)
+        ctx = text.encode_prompts(["a red square moving left quickly"])
+        sigma = torch.tensor([0.4])
+        taps = []
+        for backend in (comfy_backend, diffusers_backend):
+            torch.manual_seed(0)  # the same head; only the features differ between the two implementations
+            disc = FeatureDiscriminator(backend)
+            with torch.no_grad():
+                taps.append(disc.features(backend, x, sigma, ctx))
+        out["taps"] = len(taps[0])
+        out["shapes_equal"] = [tuple(a.shape) == tuple(b.shape) for a, b in zip(*taps)]
+        out["feature_max_diff"] = max((a - b).abs().max().item() / b.abs().max().item() for a, b in zip(*taps))
+        real = codec.encode(domain.make_batch(1, seed=3)[0])[:, :, :3, :8, :8]
+        for name, method_class, cfg in (("adv_gan", AdvMethod, AdvConfig(generator_lr=1e-2, critic_lr=1e-2,
+                                                                          generator_every=1, gan_weight=0.3)),
+                                        ("avdm2", Avdm2Method, Avdm2Config())):
+            method = method_class(MethodContext(comfy_backend, StudentSchedule()), cfg)
+            head = [p.detach().clone() for p in method.discriminator.head.parameters()]
+            batch = DistillBatch(ctx, torch.zeros_like(ctx), tuple(real.shape), real, torch.Generator().manual_seed(1))
+            metrics = method.train_step(batch, 0)
+            out[name] = {"finite": all(v == v and abs(v) < float("inf") for v in metrics.values() if isinstance(v, float)),
+                         "head_changed": any(not torch.equal(a, b) for a, b in zip(head, method.discriminator.head.parameters())),
+                         "keys": sorted(k for k in metrics if k.startswith("adv"))}
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_gan_features_match_diffusers_and_gan_methods_train_on_a_model_patcher(tmp_path):
+    # the discriminator taps the teacher's hidden states; on ComfyUI's WanModel they must be the ones the
+    # diffusers model gives for the same weights, and ADV's GAN term and AVDM2 must train through a ModelPatcher
+    comfy_dir = require_comfyui()
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny_wan.safetensors"
+    save_wan_file(build_diffusers_wan(TeacherArch(num_heads=1, num_layers=2, ffn_dim=128)), weights, dtype=torch.float32)
+    script = tmp_path / "gan.py"
+    script.write_text(GAN_SCRIPT)
+    result = subprocess.run([comfyui_python(comfy_dir), str(script), str(comfy_dir), str(REPO), str(weights)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = json.loads(next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
+    assert out["taps"] >= 2 and all(out["shapes_equal"]), out
+    assert out["feature_max_diff"] < 1e-4, out
+    for name in ("adv_gan", "avdm2"):
+        assert out[name]["finite"] and out[name]["head_changed"], out
+        assert "adv_d" in out[name]["keys"], out

@@ -105,8 +105,9 @@ class ComfyLoraBackend(RoleBackend):
         return comfy.model_management.get_torch_device()
 
     @property
-    def positions_module(self) -> nn.Module:
-        """The network whose temporal positions ``sampling.positions.strided_positions`` strides."""
+    def network(self) -> nn.Module:
+        """The diffusion network itself (ComfyUI's ``diffusion_model``): what
+        ``sampling.positions.strided_positions`` strides and the discriminator's feature taps hook into."""
         return self.patcher.model.diffusion_model
 
     def predict_x0(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor, role: str) -> torch.Tensor:

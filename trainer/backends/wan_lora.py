@@ -62,8 +62,9 @@ class WanLoraBackend(RoleBackend):
         return next(self.model.parameters()).device
 
     @property
-    def positions_module(self) -> torch.nn.Module:
-        """The network whose temporal positions ``sampling.positions.strided_positions`` strides."""
+    def network(self) -> torch.nn.Module:
+        """The diffusion network itself: what ``sampling.positions.strided_positions`` strides and the
+        discriminator's feature taps (``methods.gan``) hook into."""
         return self.model
 
     def _autocast(self, device: torch.device):

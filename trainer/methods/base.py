@@ -167,7 +167,7 @@ def _interpolated_head(backend, batch: DistillBatch, sigmas: torch.Tensor, x: to
     check_subsamplable(x)
     switch = interp.switch_index
     half = x[:, :, ::2]
-    with strided_positions(backend.positions_module, 2):
+    with strided_positions(backend.network, 2):
         for i in range(switch):
             x0 = backend.predict_x0(half, sigmas[i], batch.context, STUDENT)
             if i < switch - 1:

@@ -47,6 +47,18 @@ def tokens_to_grid(tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Te
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
 
 
+def patch_size(model: nn.Module) -> tuple[int, ...]:
+    """The Wan patch size ``(t, h, w)``: diffusers keeps it in ``config``, ComfyUI's ``WanModel`` as an attribute."""
+    config = getattr(model, "config", None)
+    size = getattr(config, "patch_size", None) if config is not None else None
+    if size is None:
+        size = getattr(model, "patch_size", None)
+    if size is None:
+        raise ValueError(f"{type(model).__name__} has no patch size: the discriminator's feature taps need a Wan-style "
+                         f"patch-embedded transformer")
+    return tuple(size)
+
+
 class _StopForward(Exception):
     """Raised by a pre-hook once every tapped feature is captured: the rest of the model is skipped."""
 
@@ -68,7 +80,7 @@ class TeacherFeatures:
         deepest = self.blocks[-1] if self.blocks else -1
         self.stop_at = model.blocks[deepest + 1] if deepest + 1 < num_blocks else None
         self.dim = model.patch_embedding.out_channels
-        self.patch_size = tuple(model.config.patch_size)
+        self.patch_size = patch_size(model)
 
     def __len__(self) -> int:
         return len(self.taps)
@@ -133,7 +145,7 @@ class FeatureDiscriminator:
             raise ValueError(f"the discriminator's sigma_max must be in (0, 1], got {sigma_max}")
         if context not in DISCRIMINATOR_CONTEXTS:
             raise ValueError(f"discriminator context must be one of {sorted(DISCRIMINATOR_CONTEXTS)}, got {context!r}")
-        model = backend.model
+        model = backend.network
         blocks = feature_blocks or default_feature_blocks(len(model.blocks))
         self.backend, self.sigma_max, self.context_key = backend, sigma_max, context
         self.features = TeacherFeatures(model, blocks, tap_patch_embedding)
