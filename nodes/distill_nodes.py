@@ -97,8 +97,9 @@ class StrideDistillLoRA(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
                 io.String.Input("save_name", default="stride_student"),
                 io.Latent.Input("real_latents", optional=True,
-                                tooltip="clean latents of real videos (regression); one per prompt keeps them paired "
-                                "with the prompts, any other count is used unconditionally"),
+                                tooltip="clean latents of real videos for the regression and GAN terms (without them both "
+                                "are off); one per prompt keeps them paired with the prompts, any other count is "
+                                "used unconditionally"),
             ],
             outputs=[io.Model.Output(display_name="student"), io.LoraModel.Output(display_name="lora"),
                      io.Image.Output(display_name="loss_graph")],
@@ -147,8 +148,11 @@ class StrideDistillLoRA(io.ComfyNode):
         state_dir = Path(folder_paths.get_user_directory()) / "stride_distill" / save_name
         with torch.inference_mode(False):
             # the headless job's ADV settings (update ratio, DMD noise range, ...) with the node's rate and CFG
-            adv = dataclasses.replace(DistillConfig().adv, generator_lr=learning_rate, critic_lr=learning_rate,
-                                      teacher_cfg=teacher_cfg, adaptive_regression=real is not None)
+            # (its regression and GAN terms learn from real latents: without them both are off)
+            headless = DistillConfig().adv
+            adv = dataclasses.replace(headless, generator_lr=learning_rate, critic_lr=learning_rate,
+                                      teacher_cfg=teacher_cfg, adaptive_regression=real is not None,
+                                      gan_weight=headless.gan_weight if real is not None else 0.0)
             cfg = DistillConfig(method=method, name=save_name, steps=iterations, batch_size=samples.shape[0], seed=seed,
                                 student_step_list=step_list, shift=shift, lora_rank=rank, lora_alpha=float(rank),
                                 critic_rank=rank, state_dir=state_dir, out=loras_dir, checkpoint_every=max(1, min(50, iterations // 4)),
