@@ -73,19 +73,24 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_comfy_backend_trains_a_lora_on_a_real_model_patcher(tmp_path):
+def run_on_tiny_wan(tmp_path, script_text: str, *extra: str) -> dict:
+    """Write a tiny random Wan 2.1 file, run ``script_text`` in ComfyUI's Python with
+    ``argv = [comfy_dir, repo, weights, *extra]`` and return the JSON it prints after ``RESULT ``."""
     comfy_dir = require_comfyui()
     torch.manual_seed(0)
     weights = tmp_path / "tiny_wan.safetensors"
     save_wan_file(build_diffusers_wan(TeacherArch(num_heads=1, num_layers=2, ffn_dim=128)), weights, dtype=torch.float32)
     script = tmp_path / "run.py"
-    script.write_text(SCRIPT)
-    result = subprocess.run([comfyui_python(comfy_dir), str(script), str(comfy_dir), str(REPO), str(weights),
-                             str(tmp_path / "student.safetensors")],
+    script.write_text(script_text)
+    result = subprocess.run([comfyui_python(comfy_dir), str(script), str(comfy_dir), str(REPO), str(weights), *extra],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
-    out = json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT "):])
+
+
+def test_comfy_backend_trains_a_lora_on_a_real_model_patcher(tmp_path):
+    out = run_on_tiny_wan(tmp_path, SCRIPT, str(tmp_path / "student.safetensors"))
     assert out["original_untouched"], "the input ModelPatcher got weight wrappers"
     assert out["teacher_max_diff"] < 1e-5, out
     assert out["metrics_finite"] and out["student_changed"], out
@@ -149,16 +154,7 @@ GAN_SCRIPT = textwrap.dedent("""
 def test_gan_features_match_diffusers_and_gan_methods_train_on_a_model_patcher(tmp_path):
     # the discriminator taps the teacher's hidden states; on ComfyUI's WanModel they must be the ones the
     # diffusers model gives for the same weights, and ADV's GAN term and AVDM2 must train through a ModelPatcher
-    comfy_dir = require_comfyui()
-    torch.manual_seed(0)
-    weights = tmp_path / "tiny_wan.safetensors"
-    save_wan_file(build_diffusers_wan(TeacherArch(num_heads=1, num_layers=2, ffn_dim=128)), weights, dtype=torch.float32)
-    script = tmp_path / "gan.py"
-    script.write_text(GAN_SCRIPT)
-    result = subprocess.run([comfyui_python(comfy_dir), str(script), str(comfy_dir), str(REPO), str(weights)],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    out = json.loads(next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
+    out = run_on_tiny_wan(tmp_path, GAN_SCRIPT)
     assert out["taps"] >= 2 and all(out["shapes_equal"]), out
     assert out["feature_max_diff"] < 1e-4, out
     for name in ("adv_gan", "avdm2"):
