@@ -668,6 +668,17 @@ def test_default_feature_blocks_spread_over_the_first_half():
     assert default_feature_blocks(2) == (0,)
 
 
+def test_patch_size_is_read_from_diffusers_config_or_a_comfy_style_attribute():
+    from trainer.methods.gan import patch_size
+
+    assert patch_size(build_diffusers_wan(TeacherArch(num_heads=1, num_layers=1, ffn_dim=64))) == (1, 2, 2)
+    comfy_style = torch.nn.Module()
+    comfy_style.patch_size = (1, 2, 2)  # ComfyUI's WanModel keeps it as a plain attribute, with no config
+    assert patch_size(comfy_style) == (1, 2, 2)
+    with pytest.raises(ValueError, match="no patch size"):
+        patch_size(torch.nn.Linear(2, 2))
+
+
 def test_tokens_to_grid_inverts_the_patch_embedding_flatten():
     grid = torch.randn(2, 5, 3, 4, 6)
     assert torch.equal(tokens_to_grid(grid.flatten(2).transpose(1, 2), (3, 4, 6)), grid)
