@@ -133,6 +133,8 @@ GAN_SCRIPT = textwrap.dedent("""
             disc = FeatureDiscriminator(backend)
             with torch.no_grad():
                 taps.append(disc.features(backend, x, sigma, ctx))
+        from trainer.backends.base import denoiser_module  # what strided positions patch when a role view samples
+        out["view_network"] = denoiser_module(comfy_backend.view("student")) is patcher.model.diffusion_model
         out["taps"] = len(taps[0])
         out["shapes_equal"] = [tuple(a.shape) == tuple(b.shape) for a, b in zip(*taps)]
         out["feature_max_diff"] = max((a - b).abs().max().item() / b.abs().max().item() for a, b in zip(*taps))
@@ -152,9 +154,10 @@ GAN_SCRIPT = textwrap.dedent("""
 
 
 def test_gan_features_match_diffusers_and_gan_methods_train_on_a_model_patcher(tmp_path):
-    # the discriminator taps the teacher's hidden states; on ComfyUI's WanModel they must be the ones the
+    # a role view's network is ComfyUI's diffusion model (not the LoRA wrappers); the discriminator taps the teacher's hidden states; on ComfyUI's WanModel they must be the ones the
     # diffusers model gives for the same weights, and ADV's GAN term and AVDM2 must train through a ModelPatcher
     out = run_on_tiny_wan(tmp_path, GAN_SCRIPT)
+    assert out["view_network"], out
     assert out["taps"] >= 2 and all(out["shapes_equal"]), out
     assert out["feature_max_diff"] < 1e-4, out
     for name in ("adv_gan", "avdm2"):

@@ -39,12 +39,13 @@ def guided_x0(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, context:
 
 
 def denoiser_module(denoiser) -> torch.nn.Module | None:
-    """The network behind a Denoiser (a diffusers denoiser's model, a role view's backend model)."""
-    for owner in (denoiser, getattr(denoiser, "backend", None)):
-        module = getattr(owner, "model", None)
-        if isinstance(module, torch.nn.Module):
-            return module
-    return None
+    """The network behind a Denoiser: a role view's ``backend.network`` (on the ComfyUI backend
+    ``backend.model`` holds only the LoRA wrappers), else a diffusers denoiser's ``model``."""
+    network = getattr(getattr(denoiser, "backend", None), "network", None)
+    if isinstance(network, torch.nn.Module):
+        return network
+    module = getattr(denoiser, "model", None)
+    return module if isinstance(module, torch.nn.Module) else None
 
 
 def as_kdiffusion_model(denoiser: Denoiser, context: torch.Tensor, negative: torch.Tensor | None = None,

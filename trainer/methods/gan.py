@@ -49,8 +49,7 @@ def tokens_to_grid(tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Te
 
 def patch_size(model: nn.Module) -> tuple[int, ...]:
     """The Wan patch size ``(t, h, w)``: diffusers keeps it in ``config``, ComfyUI's ``WanModel`` as an attribute."""
-    config = getattr(model, "config", None)
-    size = getattr(config, "patch_size", None) if config is not None else None
+    size = getattr(getattr(model, "config", None), "patch_size", None)
     if size is None:
         size = getattr(model, "patch_size", None)
     if size is None:
