@@ -28,6 +28,7 @@ from trainer.methods.avdm2 import (Avdm2Config, Avdm2Method, TeacherFeatures, de
 from trainer.methods.base import (DistillBatch, InterpolatedSimulation, MethodContext, StudentSchedule,
                                   backward_simulation, randn, sample_sigma, student_step_input)
 from trainer.sampling.positions import strided_positions
+from trainer.methods.gan import r1_penalty
 from trainer.methods.gpd import GpdConfig, GpdMethod, fine_sigmas, swapped_weights
 from trainer.methods.losses import dmd_loss, spectral_loss, temporal_spectral_loss
 from trainer.sampling.samplers import sample_stride_flow
@@ -296,6 +297,41 @@ def test_adv_gan_head_is_resumed_and_a_state_without_it_is_refused():
     for bad in ({"gan_weight": -1.0}, {"gan_sigma_max": 0.0}, {"gan_sigma_max": 1.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             AdvConfig(**bad)
+
+
+def test_r1_penalty_matches_the_analytic_gradient_of_the_mean_logit():
+    """D = mean over locations of a per-location logit; two feature maps, one linear in it and one quadratic:
+    grad_f1 = w / L, grad_f2 = 2 f2 / L, so |grad|^2 per clip = |w|^2 / L + 4 sum(f2^2) / L^2."""
+    generator = torch.Generator().manual_seed(0)
+    f1 = torch.randn(3, 4, 2, 3, 3, generator=generator).requires_grad_(True)
+    f2 = torch.randn(3, 5, 2, 3, 3, generator=generator).requires_grad_(True)
+    w = torch.randn(4, generator=generator)
+    logits = (f1 * w.view(1, 4, 1, 1, 1)).sum(1, keepdim=True) + f2.pow(2).sum(1, keepdim=True)
+    locations = 2 * 3 * 3
+    expected = w.pow(2).sum() / locations + 4 * f2.detach().pow(2).flatten(1).sum(1) / locations ** 2
+    assert float(r1_penalty(logits, [f1, f2]).detach()) == pytest.approx(float(expected.mean()), rel=1e-5)
+
+
+def test_adv_gan_r1_penalty_adds_to_the_discriminator_loss_and_changes_its_update():
+    """gan_r1_weight > 0: the head's loss is the GAN loss plus r1 / 2 * penalty (logged as adv_r1), so the
+    head takes a different step than without it from the same start; negative weights are refused."""
+    def head_after_one_step(r1_weight):
+        torch.manual_seed(3)  # the same head initialisation for both runs
+        cfg = AdvConfig(generator_every=1, regression_weighting="constant", temporal="none", gan_weight=0.5,
+                        gan_head_channels=8, discriminator_lr=1e-2, gan_r1_weight=r1_weight)
+        method = AdvMethod(MethodContext(make_backend(), SCHEDULE), cfg)
+        metrics = method.train_step(toy_batch(4), 0)
+        return metrics, [p.detach().clone() for p in method.head_params]
+
+    plain_metrics, plain_head = head_after_one_step(0.0)
+    r1_metrics, r1_head = head_after_one_step(1e4)
+    assert "adv_r1" not in plain_metrics and r1_metrics["adv_r1"] > 0
+    assert r1_metrics["adv_d"] == pytest.approx(plain_metrics["adv_d"], rel=1e-5)  # logged: the GAN loss alone
+    assert any(not torch.allclose(a, b) for a, b in zip(plain_head, r1_head)), "the penalty did not reach the head"
+    with pytest.raises(ValueError, match="gan_r1_weight"):
+        AdvConfig(gan_r1_weight=-1.0)
+    with pytest.raises(ValueError, match="r1_weight"):
+        Avdm2Config(r1_weight=-1.0)
 
 
 def test_adv_gan_term_needs_real_latents():

@@ -75,6 +75,7 @@ class AdvConfig:
     gan_sigma_max: float = 0.5  # real and student videos are noised to sigma ~ U[0, gan_sigma_max] for it
     discriminator_lr: float = 2e-4
     gan_head_channels: int = 64
+    gan_r1_weight: float = 0.0  # R1 penalty on the discriminator head's real features (gan.r1_penalty); 0: off
     spatial_window: int = 3
     temporal: str = "hinge"  # "hinge" (published), "anchored" (teacher/data-anchored), "none"
     temporal_weight: float = 0.05
@@ -101,6 +102,8 @@ class AdvConfig:
             raise ValueError(f"gan_weight must be >= 0 (0: off), got {self.gan_weight}")
         if not 0 < self.gan_sigma_max <= 1:
             raise ValueError(f"gan_sigma_max must be in (0, 1], got {self.gan_sigma_max}")
+        if not self.gan_r1_weight >= 0:
+            raise ValueError(f"gan_r1_weight must be >= 0 (0: off), got {self.gan_r1_weight}")
         if self.regression_fade_steps < 0:
             raise ValueError(f"regression_fade_steps must be >= 0 (0: no fade), got {self.regression_fade_steps}")
         InterpolatedSimulation(self.interp_switch, self.interp_probability, self.interp_interpolator)  # checks them
@@ -219,7 +222,7 @@ class AdvMethod(DistillMethod):
         self.discriminator = None
         if cfg.gan_weight > 0:
             self.discriminator = FeatureDiscriminator(self.backend, head_channels=cfg.gan_head_channels,
-                                                      sigma_max=cfg.gan_sigma_max)
+                                                      sigma_max=cfg.gan_sigma_max, r1_weight=cfg.gan_r1_weight)
             self.head_params = list(self.discriminator.head.parameters())
             self._optimizers["discriminator"] = torch.optim.AdamW(self.head_params, lr=cfg.discriminator_lr,
                                                                   betas=cfg.betas, weight_decay=cfg.weight_decay)

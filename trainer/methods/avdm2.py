@@ -47,6 +47,7 @@ class Avdm2Config:
     feature_blocks: tuple[int, ...] = ()  # teacher blocks tapped; () = three depths in the first half
     tap_patch_embedding: bool = True
     head_channels: int = 64
+    r1_weight: float = 0.0  # R1 penalty on the head's real features (gan.r1_penalty); 0: off, as published
     sdm_weight: float = 1.0
     sdm_frames: int = 2  # K frames per video for the 2-D score distribution matching
     sdm_sigma_min: float = 0.2
@@ -58,6 +59,8 @@ class Avdm2Config:
             raise ValueError("critic_updates, sdm_frames and head_channels must be >= 1, warmup_steps >= 0")
         if not 0 < self.gan_sigma_max <= 1:
             raise ValueError(f"gan_sigma_max must be in (0, 1], got {self.gan_sigma_max}")
+        if not self.r1_weight >= 0:
+            raise ValueError(f"r1_weight must be >= 0 (0: off), got {self.r1_weight}")
         if not 0 <= self.sdm_sigma_min < self.sdm_sigma_max <= 1:
             raise ValueError("need 0 <= sdm_sigma_min < sdm_sigma_max <= 1")
         if self.discriminator_context not in DISCRIMINATOR_CONTEXTS:
@@ -75,7 +78,8 @@ class Avdm2Method(DistillMethod):
     def __init__(self, ctx, cfg: Avdm2Config):
         super().__init__(ctx, cfg)
         self.discriminator = FeatureDiscriminator(self.backend, cfg.feature_blocks, cfg.tap_patch_embedding,
-                                                  cfg.head_channels, cfg.gan_sigma_max, cfg.discriminator_context)
+                                                  cfg.head_channels, cfg.gan_sigma_max, cfg.discriminator_context,
+                                                  r1_weight=cfg.r1_weight)
         self.features, self.head = self.discriminator.features, self.discriminator.head
         self.student_params = self.backend.trainable_parameters(STUDENT)
         self.critic_params = self.backend.trainable_parameters(CRITIC)

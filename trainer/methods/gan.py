@@ -9,7 +9,11 @@ raises; the rest of the model never runs). ``DiscriminatorHead`` has one 3-D con
 per-token normalised features, concatenates them and maps them to a logit per patch location (the
 loss averages over locations, PatchGAN-style). ``FeatureDiscriminator`` forward-diffuses real and
 student videos to ``sigma ~ U[0, sigma_max]`` and scores them with non-saturating losses:
-D ``softplus(-D(real)) + softplus(D(fake))``, G ``softplus(-D(fake))``. For the discriminator update
+D ``softplus(-D(real)) + softplus(D(fake))``, G ``softplus(-D(fake))``. With ``r1_weight`` > 0 the
+discriminator's loss adds an R1 penalty ``r1_weight / 2 * |grad_f D(f)|^2`` on the real clips' features
+``f``, the head's input (ADD, arXiv 2311.17042, penalises its discriminator heads on their feature inputs
+the same way), ``D(f)`` being the head's mean logit per clip: it keeps the head from growing so sharp
+around the data that the generator's term turns into large, uninformative gradients. For the discriminator update
 the teacher runs under ``no_grad`` (only the head learns); for the generator term it runs with
 autograd on, so the gradient reaches the student's sample through the frozen teacher.
 """
@@ -135,18 +139,29 @@ class DiscriminatorHead(nn.Module):
         return self.out(torch.cat([b(f) for b, f in zip(self.branches, normed)], dim=1))
 
 
+def r1_penalty(logits: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
+    """``|grad_f D(f)|^2`` per clip, averaged over the batch: ``D`` is the mean of each clip's logits
+    ``[B, 1, ...]`` and ``f`` every feature map ``[B, ...]`` it was computed from (which must require
+    grad). The graph is kept, so the penalty trains the head."""
+    score = logits.flatten(1).float().mean(1).sum()  # clips are independent: one backward gives every clip's gradient
+    grads = torch.autograd.grad(score, features, create_graph=True)
+    return sum(g.float().pow(2).flatten(1).sum(1) for g in grads).mean()
+
+
 class FeatureDiscriminator:
     """Teacher features plus a trainable head: the discriminator's and the generator's GAN losses."""
 
     def __init__(self, backend, feature_blocks: tuple[int, ...] = (), tap_patch_embedding: bool = True,
-                 head_channels: int = 64, sigma_max: float = 0.5, context: str = "prompt"):
+                 head_channels: int = 64, sigma_max: float = 0.5, context: str = "prompt", r1_weight: float = 0.0):
         if not 0 < sigma_max <= 1:
             raise ValueError(f"the discriminator's sigma_max must be in (0, 1], got {sigma_max}")
+        if not r1_weight >= 0:
+            raise ValueError(f"the discriminator's r1_weight must be >= 0 (0: no penalty), got {r1_weight}")
         if context not in DISCRIMINATOR_CONTEXTS:
             raise ValueError(f"discriminator context must be one of {sorted(DISCRIMINATOR_CONTEXTS)}, got {context!r}")
         model = backend.network
         blocks = feature_blocks or default_feature_blocks(len(model.blocks))
-        self.backend, self.sigma_max, self.context_key = backend, sigma_max, context
+        self.backend, self.sigma_max, self.context_key, self.r1_weight = backend, sigma_max, context, r1_weight
         self.features = TeacherFeatures(model, blocks, tap_patch_embedding)
         self.head = DiscriminatorHead(self.features.dim, len(self.features), head_channels).to(backend.device)
 
@@ -168,10 +183,17 @@ class FeatureDiscriminator:
         with torch.no_grad():  # only the head learns here: no graph through the teacher
             real_features = self.noised_features(real, context, batch)
             fake_features = self.noised_features(fake.detach(), context, batch)
+        if self.r1_weight > 0:
+            real_features = [f.requires_grad_(True) for f in real_features]
         real_logits, fake_logits = self.head(real_features), self.head(fake_features)
         loss = discriminator_loss(real_logits, fake_logits)
-        return loss, {"adv_d": float(loss.detach()), "adv_d_real": float(real_logits.detach().mean()),
-                      "adv_d_fake": float(fake_logits.detach().mean())}
+        metrics = {"adv_d": float(loss.detach()), "adv_d_real": float(real_logits.detach().mean()),
+                   "adv_d_fake": float(fake_logits.detach().mean())}
+        if self.r1_weight > 0:
+            penalty = r1_penalty(real_logits, real_features)
+            loss = loss + 0.5 * self.r1_weight * penalty
+            metrics["adv_r1"] = float(penalty.detach())
+        return loss, metrics
 
     def generator_loss(self, x_hat: torch.Tensor, batch: DistillBatch) -> torch.Tensor:
         """``softplus(-D(x_hat))``; its gradient reaches ``x_hat`` through the frozen teacher and leaves
