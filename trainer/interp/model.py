@@ -4,7 +4,10 @@ This module owns ``LatentInterpolator``: a small 2-D U-Net (32/64/128 channels b
 reads two neighbouring latent frames concatenated on the channel axis (``2C`` channels) and
 predicts the frame between them (``C`` channels) as a residual over their linear blend, so an
 untrained network is exactly linear interpolation and training only has to learn the correction
-(motion, occlusion). ``interpolate`` turns ``F`` frames into ``2F - 1`` (repeatedly for factors
+(motion, occlusion). Channels whose blend is exact in a pair (``latent.trivial_channels``) are blended
+and hidden from the network; so are, always, the ``blend_channels`` that were trivial in every training
+pair (the toy codec's coordinate padding): the network never saw them vary, and generated latents
+only approximate them, which without this would feed it inputs it was never trained on. ``interpolate`` turns ``F`` frames into ``2F - 1`` (repeatedly for factors
 4, 8, ...). Weights are saved as safetensors with the architecture, training steps and metrics
 in the metadata; ``DEFAULT_WEIGHTS_PATH`` is the interpolator shipped for the toy domain, trained
 on its codec latents (the space the diffusion model sees, i.e. after ComfyUI's ``process_in``).
@@ -102,6 +105,8 @@ class LatentInterpolator(nn.Module):
         super().__init__()
         self.arch = arch
         self.metadata: dict[str, str] = {}
+        # channels trivial in every training pair: blended and hidden from the network at inference too
+        self.blend_channels: tuple[int, ...] = ()
         widths, groups = arch.widths, arch.norm_groups
         self.stem = nn.Conv2d(2 * arch.latent_channels, widths[0], 3, padding=1)
         self.encoder = nn.ModuleList([_ResidualBlock(widths[0], groups)])
@@ -125,8 +130,13 @@ class LatentInterpolator(nn.Module):
         h, w = start.shape[-2:]
         multiple = self.arch.spatial_multiple
         pad_h, pad_w = (-h) % multiple, (-w) % multiple
-        # channels whose exact in-between is the blend are blended and hidden from the network
+        # channels whose exact in-between is the blend are blended and hidden from the network, and so are
+        # the channels it never saw vary in training
         trivial = trivial_channels(start, end)
+        if self.blend_channels:
+            fixed = torch.zeros(1, start.shape[1], 1, 1, dtype=torch.bool, device=start.device)
+            fixed[:, list(self.blend_channels)] = True
+            trivial = trivial | fixed
         blend = 0.5 * (start + end)
         pair = torch.cat([start.masked_fill(trivial, 0.0), end.masked_fill(trivial, 0.0)], dim=1)
         if pad_h or pad_w:
@@ -180,7 +190,8 @@ def save_interpolator(model: LatentInterpolator, path: Path | str, metadata: dic
     ``metadata`` values that are not strings are stored as JSON.
     """
     tensors = {name: value.detach().to("cpu", dtype).contiguous() for name, value in model.state_dict().items()}
-    meta = {"stride.kind": FILE_KIND, "stride.arch": model.arch.to_json(), "stride.dtype": str(dtype).split(".")[-1]}
+    meta = {"stride.kind": FILE_KIND, "stride.arch": model.arch.to_json(), "stride.dtype": str(dtype).split(".")[-1],
+            "stride.blend_channels": json.dumps(list(model.blend_channels))}
     for key, value in (metadata or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     atomic_save_safetensors(tensors, Path(path), meta)
@@ -204,7 +215,21 @@ def load_interpolator(path: Path | str | None = None, device: torch.device | str
     model = LatentInterpolator(InterpolatorArch.from_json(metadata["stride.arch"]))
     model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
     model.metadata = dict(metadata)
+    model.blend_channels = parse_blend_channels(metadata.get("stride.blend_channels", "[]"), model.arch, path)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def parse_blend_channels(text: str, arch: InterpolatorArch, source: Path | str) -> tuple[int, ...]:
+    """The ``stride.blend_channels`` metadata (a JSON list of channel indices), checked against ``arch``."""
+    try:
+        channels = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{source}: stride.blend_channels is not JSON ({err})") from None
+    if not isinstance(channels, list) or not all(isinstance(c, int) and 0 <= c < arch.latent_channels
+                                                 for c in channels):
+        raise ValueError(f"{source}: stride.blend_channels must list channel indices in [0, {arch.latent_channels}), "
+                         f"got {text!r}")
+    return tuple(sorted(set(channels)))
 
 
 def compute_dtype(name: str) -> torch.dtype:

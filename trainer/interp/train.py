@@ -5,7 +5,11 @@ The objective is the paper's (METHODS.md 1b): rebuild full clean latents from ev
 domain (``codec.encode(domain.make_batch(...))``, fresh clips every step) or from a file or folder
 of teacher latents ``[N, C, F, H, W]`` (``--latents``; the last clips are held out). Two cheap,
 exact augmentations: the same task one frame later (``x0[:, :, 1::2] -> x0[:, :, 1:]``) and time
-reversal (swapping the two input frames leaves the middle unchanged). Runs stop and resume: every
+reversal (swapping the two input frames leaves the middle unchanged). Channels that are trivial
+(``latent.trivial_channels``) in every pair of the held-out and first training clips are recorded as
+the interpolator's ``blend_channels``: it never learns them, so it blends them at inference even
+where generated latents only approximate them (the toy codec's coordinate padding; real VAE latents
+have none). Runs stop and resume: every
 ``checkpoint_every`` steps the full state goes atomically to ``state_dir`` (outside the
 repository), and every random draw of step ``n`` comes from a generator seeded by ``(seed, n)``,
 so a resumed run equals an unbroken one. At the end the EMA weights are exported atomically with
@@ -26,7 +30,7 @@ import torch
 from ..checkpoint import atomic_torch_save, load_state
 from ..seeding import step_generator
 from ..config import add_dataclass_flags, config_to_dict, load_config
-from .latent import check_video_latent, odd_frame_mse
+from .latent import check_video_latent, frame_pairs, odd_frame_mse, trivial_channels
 from .model import INTERPOLATION_METHODS, InterpolatorArch, LatentFunction, LatentInterpolator, save_interpolator
 
 DEFAULT_STATE_DIR = Path.home() / ".cache" / "comfyui-stride" / "latent_interpolator"
@@ -169,6 +173,19 @@ def odd_frame_errors(latents: torch.Tensor, methods: dict[str, LatentFunction]) 
         return {name: odd_frame_mse(method(anchors), latents) for name, method in methods.items()}
 
 
+def constant_channels(*latents: torch.Tensor) -> tuple[int, ...]:
+    """Channels trivial (blend exact) in every pair of neighbouring frames and of every second frame of
+    every clip of ``latents`` (each ``[N, C, F, H, W]``): what the interpolator never sees vary."""
+    always = None
+    for clips in latents:
+        for view in (clips, clips[:, :, ::2]):
+            if view.shape[2] < 2:
+                continue
+            pairs = trivial_channels(*frame_pairs(view)).flatten(1).all(0)
+            always = pairs if always is None else always & pairs
+    return () if always is None else tuple(int(c) for c in torch.nonzero(always).flatten())
+
+
 def lr_at(cfg: InterpTrainConfig, step: int) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -201,6 +218,8 @@ def train_interpolator(cfg: InterpTrainConfig) -> dict:
     model = LatentInterpolator(arch).train()
     ema = LatentInterpolator(arch).eval().requires_grad_(False)
     ema.load_state_dict(model.state_dict())
+    first_batch = source.training_batch(0, step_generator(cfg.seed, 0, 1))
+    model.blend_channels = ema.blend_channels = constant_channels(holdout, first_batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
     state = load_state(state_path)
