@@ -7,8 +7,8 @@ untrained network is exactly linear interpolation and training only has to learn
 (motion, occlusion). Channels whose blend is exact in a pair (``latent.trivial_channels``) are blended
 and hidden from the network; so are, always, the ``blend_channels`` that were trivial in every training
 pair (the toy codec's coordinate padding): the network never saw them vary, and generated latents
-only approximate them, which without this would feed it inputs it was never trained on. ``interpolate`` turns ``F`` frames into ``2F - 1`` (repeatedly for factors
-4, 8, ...). Weights are saved as safetensors with the architecture, training steps and metrics
+only approximate them, which without this would feed it inputs it was never trained on.
+``interpolate`` turns ``F`` frames into ``2F - 1`` (repeatedly for factors 4, 8, ...). Weights are saved as safetensors with the architecture, training steps and metrics
 in the metadata; ``DEFAULT_WEIGHTS_PATH`` is the interpolator shipped for the toy domain, trained
 on its codec latents (the space the diffusion model sees, i.e. after ComfyUI's ``process_in``).
 ``resolve_interpolator`` turns a method name, a loaded interpolator or a callable into one
