@@ -10,9 +10,10 @@ reversal (swapping the two input frames leaves the middle unchanged). Channels t
 the interpolator's ``blend_channels``: it never learns them, so it blends them at inference even
 where generated latents only approximate them (the toy codec's coordinate padding; real VAE latents
 have none). Runs stop and resume: every ``checkpoint_every`` steps the full state goes atomically to
-``state_dir`` (outside the repository), and every random draw of step ``n`` comes from a generator seeded by ``(seed, n)``,
-so a resumed run equals an unbroken one. At the end the EMA weights are exported atomically with
-their held-out odd-frame MSE next to the training-free methods' in the file's metadata.
+``state_dir`` (outside the repository), and every random draw of step ``n`` comes from a generator
+seeded by ``(seed, n)``, so a resumed run equals an unbroken one. At the end the EMA weights are
+exported atomically with their held-out odd-frame MSE next to the training-free methods' in the
+file's metadata.
 """
 
 from __future__ import annotations
