@@ -352,8 +352,27 @@ def test_adv_regression_from_step_skips_the_first_step_indices():
     assert drawn(0) == {0, 1, 2}
     assert drawn(1) == {1, 2}
     assert drawn(2) == {2}
-    with pytest.raises(ValueError, match="regression_from_step 3 leaves none"):
+    with pytest.raises(ValueError, match="regression_from_step 3 and regression_until_step 0 leave none"):
         AdvMethod(MethodContext(make_backend(), SCHEDULE), AdvConfig(regression_from_step=3))
+
+
+def test_adv_regression_until_step_leaves_out_the_last_step_indices():
+    """``regression_until_step`` ends the drawn range (exclusive); 0 keeps every index through the last."""
+    def drawn(first: int, until: int) -> set[int]:
+        adv = AdvMethod(MethodContext(make_backend(), SCHEDULE),
+                        AdvConfig(regression_weighting="constant", regression_from_step=first,
+                                  regression_until_step=until))
+        return {adv.regression_loss(toy_batch(seed))[1]["reg_step"] for seed in range(8)}
+
+    assert drawn(0, 0) == {0, 1, 2}
+    assert drawn(0, 2) == {0, 1}
+    assert drawn(1, 2) == {1}
+    with pytest.raises(ValueError, match="leave none"):
+        AdvMethod(MethodContext(make_backend(), SCHEDULE), AdvConfig(regression_from_step=2, regression_until_step=2))
+    with pytest.raises(ValueError, match="past the student's 3 steps"):
+        AdvMethod(MethodContext(make_backend(), SCHEDULE), AdvConfig(regression_until_step=4))
+    with pytest.raises(ValueError, match="regression_until_step must be >= 0"):
+        AdvConfig(regression_until_step=-1)
 
 
 def _perturbed_student(seed: int = 7):

@@ -55,6 +55,9 @@ class AdvConfig:
     regression_target: str = "data"  # "data" (published), "teacher" (CFG teacher velocity) or "mixed"
     regression_scale: float = 1.0  # multiplies L_reg (published: 1, the adaptive weight alone)
     regression_from_step: int = 0  # L_reg at the student's step indices >= this (0: all, published)
+    # not in the paper: L_reg only at step indices < this (0: through the last step, published); with
+    # regression_from_step it draws the index from [from, until)
+    regression_until_step: int = 0
     # not in the paper: 0 keeps L_reg's weight constant (published); N > 0 lowers it linearly from
     # regression_scale at step 0 to 0 at step N and leaves L_reg out from then on (DMD alone finishes the run)
     regression_fade_steps: int = 0
@@ -92,6 +95,9 @@ class AdvConfig:
             raise ValueError("generator_every must be >= 1")
         if self.regression_from_step < 0:
             raise ValueError(f"regression_from_step must be >= 0, got {self.regression_from_step}")
+        if self.regression_until_step < 0:
+            raise ValueError(f"regression_until_step must be >= 0 (0: through the last step), got "
+                             f"{self.regression_until_step}")
         if not self.onpolicy_weight >= 0:
             raise ValueError(f"onpolicy_weight must be >= 0, got {self.onpolicy_weight}")
         if self.onpolicy_teacher_steps < 1:
@@ -205,9 +211,15 @@ class AdvMethod(DistillMethod):
 
     def __init__(self, ctx, cfg: AdvConfig):
         super().__init__(ctx, cfg)
-        if cfg.adaptive_regression and cfg.regression_from_step >= self.schedule.steps:
-            raise ValueError(f"regression_from_step {cfg.regression_from_step} leaves none of the student's "
-                             f"{self.schedule.steps} steps for the regression")
+        if cfg.adaptive_regression:
+            first, until = self.regression_step_range
+            if until > self.schedule.steps:
+                raise ValueError(f"regression_until_step {cfg.regression_until_step} is past the student's "
+                                 f"{self.schedule.steps} steps")
+            if first >= until:
+                raise ValueError(f"regression_from_step {cfg.regression_from_step} and regression_until_step "
+                                 f"{cfg.regression_until_step} leave none of the student's "
+                                 f"{self.schedule.steps} steps for the regression")
         self.interp = cfg.interpolated_simulation
         if self.interp is not None:
             self.interp.check(self.schedule)
@@ -278,13 +290,18 @@ class AdvMethod(DistillMethod):
             target = flow.euler_to_clean(teacher_x0, x_in, grid)
         return (x_hat.float() - target.float()).pow(2).mean()
 
+    @property
+    def regression_step_range(self) -> tuple[int, int]:
+        """``[first, until)``: the student step indices the regression draws from."""
+        return self.cfg.regression_from_step, self.cfg.regression_until_step or self.schedule.steps
+
     def regression_loss(self, batch: DistillBatch) -> tuple[torch.Tensor, dict]:
         real = batch.real_latents
         if real is None:
             raise ValueError("adaptive regression needs real latents: give --real-latents or use the toy domain")
         device = real.device
-        first = self.cfg.regression_from_step
-        k = first + int(torch.randint(self.schedule.steps - first, (), generator=batch.generator))
+        first, until = self.regression_step_range
+        k = first + int(torch.randint(until - first, (), generator=batch.generator))
         sigma = self.schedule.sigmas[k].to(device).expand(real.shape[0])
         noise = randn(real.shape, batch.generator, device)
         noisy = flow.add_noise(real, noise, sigma)
