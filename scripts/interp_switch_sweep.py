@@ -27,6 +27,7 @@ from trainer.eval.evaluate import evaluate_setups  # noqa: E402
 from trainer.eval.generate import EvalSet  # noqa: E402
 from trainer.interp.model import check_interpolator_name  # noqa: E402
 from trainer.lora.export import load_comfy_lora_into_diffusers  # noqa: E402
+from trainer.lora.inject import fuse_adapter  # noqa: E402
 from trainer.toy.teacher import load_teacher_any  # noqa: E402
 
 COLUMNS = ("fd", "acc_shape", "acc_direction", "acc_speed", "warping_error", "flicker", "saturation_mean")
@@ -58,6 +59,7 @@ def main() -> int:
         setups.append(dataclasses.replace(interp, name=f"switch{switch}_{name}", sampler_options=options))
     model = load_teacher_any(None)
     load_comfy_lora_into_diffusers(model, lora, "student")
+    fuse_adapter(model, "student")  # as bench sampling samples it
     rows, _ = evaluate_setups(DiffusersWanDenoiser(model, torch.bfloat16), setups, EvalSet(), 32)
     print("| row | " + " | ".join(COLUMNS) + " |")
     print("|---" * (len(COLUMNS) + 1) + "|")

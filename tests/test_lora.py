@@ -9,6 +9,7 @@ import copy
 import pytest
 import safetensors.torch
 import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -18,7 +19,8 @@ from trainer.lora.export import (
     read_stride_metadata,
     teacher_fingerprint,
 )
-from trainer.lora.inject import LoraSpec, active_adapter, add_lora, lora_parameters, use_adapter
+from trainer.lora.inject import (LoraSpec, active_adapter, adapter_names, add_lora, fuse_adapter, lora_parameters,
+                                 use_adapter)
 from trainer.lora.targets import TARGET_PRESETS, diffusers_module_to_wan, wan_module_to_diffusers
 from trainer.toy.teacher import TeacherArch, build_diffusers_wan, diffusers_to_wan_keys
 
@@ -302,6 +304,30 @@ def test_exported_file_loads_through_diffusers_converter_with_the_same_output(ba
     assert (expected - base).abs().max() > 1e-2 * scale  # the LoRA matters, so agreement is not trivial
     with pytest.raises(ValueError, match="already"):
         load_comfy_lora_into_diffusers(fresh, path, "stride")
+
+
+def test_fused_student_predicts_as_the_adapter_with_plain_linears(base_state, inputs, tmp_path):
+    """``fuse_adapter``: the loaded LoRA merged into the base weights, no peft layer left (the base
+    model's cost per call, as ComfyUI's patched weights), the same prediction as the adapter."""
+    model = model_with_two_adapters(base_state)
+    path = export_comfy_lora(model, "student", tmp_path / "student.safetensors", METADATA)
+    adapted = fresh_model(base_state)
+    load_comfy_lora_into_diffusers(adapted, path, "stride")
+    fused = fresh_model(base_state)
+    load_comfy_lora_into_diffusers(fused, path, "stride")
+    fuse_adapter(fused, "stride")
+    assert not any(isinstance(m, BaseTunerLayer) for m in fused.modules())
+    assert not adapter_names(fused)
+    with torch.no_grad():
+        expected, got = predict(adapted, inputs), predict(fused, inputs)
+        base = predict(fresh_model(base_state), inputs)
+    scale = expected.abs().max()
+    assert (got - expected).abs().max() <= 1e-5 * scale, (got - expected).abs().max()
+    assert (expected - base).abs().max() > 1e-2 * scale
+    with pytest.raises(ValueError, match="other adapters"):
+        fuse_adapter(model_with_two_adapters(base_state), "student")
+    with pytest.raises(ValueError, match="no LoRA adapter named"):
+        fuse_adapter(fresh_model(base_state), "student")
 
 
 def test_foreign_keys_are_refused_before_diffusers_sees_them(base_state, tmp_path):

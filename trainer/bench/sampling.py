@@ -95,6 +95,7 @@ def run_sampling_bench(teacher: Path | None = None, repeats: int = 1, batch_size
     ``timing_passes`` (>= 1) times the two student rows that many times; ``interp_cost_ratio`` is the median."""
     from ..backends.diffusers_wan import DiffusersWanDenoiser
     from ..lora.export import load_comfy_lora_into_diffusers
+    from ..lora.inject import fuse_adapter
     from ..interp.model import check_interpolator_name
     from ..toy.teacher import load_teacher_any
 
@@ -116,6 +117,7 @@ def run_sampling_bench(teacher: Path | None = None, repeats: int = 1, batch_size
     if lora is not None:
         model = load_teacher_any(teacher)
         load_comfy_lora_into_diffusers(model, lora, "student")
+        fuse_adapter(model, "student")  # timed as ComfyUI runs a LoRA: merged, at the teacher's cost per call
         # the learned interpolator runs in the denoiser's precision, as it would beside a bf16 model
         student_runs = student_setups(lora, switch_index, interpolator, interpolator_dtype)
         # chunk by chunk in turn: interp_cost_ratio compares the two under the same machine speed

@@ -160,6 +160,7 @@ def setups_for(cfg: EvalConfig) -> list[SamplingSetup]:
 
 def run_eval(cfg: EvalConfig) -> dict:
     from ..lora.export import load_comfy_lora_into_diffusers
+    from ..lora.inject import fuse_adapter
     from ..toy.teacher import load_teacher_any
     from .classifier import load_classifier
     from .report import write_html_report
@@ -170,6 +171,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     model = load_teacher_any(cfg.teacher)
     if cfg.lora:
         load_comfy_lora_into_diffusers(model, cfg.lora, "eval_lora")
+        fuse_adapter(model, "eval_lora")  # sampled as ComfyUI runs a LoRA: merged into the weights
     denoiser = DiffusersWanDenoiser(model, torch.bfloat16 if cfg.bf16 else None)
     classifier = load_classifier()  # one load serves the rows' scores and their confusion matrices
     rows, samples = evaluate_setups(denoiser, setups, EvalSet(repeats=cfg.repeats, seed=cfg.seed, max_clips=cfg.max_clips or None),

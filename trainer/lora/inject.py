@@ -192,3 +192,17 @@ def use_adapter(model: torch.nn.Module, adapter_name: str | None) -> Iterator[to
     finally:
         if previous is not None:
             restore_state(model, previous)
+
+
+def fuse_adapter(model: torch.nn.Module, adapter_name: str) -> None:
+    """Merge ``adapter_name`` into the base weights and take every LoRA layer out of ``model``: it
+    then computes base + adapter with plain linears at the base model's cost per call, the way
+    ComfyUI's LoRA loaders patch a LoRA into the weights. For sampling a student, never for
+    training (the base is changed in place). The model must carry this one adapter only."""
+    require_adapter(model, adapter_name)
+    others = [name for name in adapter_names(model) if name != adapter_name]
+    if others:
+        raise ValueError(f"fusing {adapter_name!r} would leave the other adapters {others} on a changed base")
+    for layer in _tuner_layers(model):
+        layer.merge(adapter_names=[adapter_name])
+    model.unload_lora()  # diffusers: each tuner layer is replaced by its (now merged) base layer
