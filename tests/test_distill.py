@@ -4,6 +4,7 @@ and data-parallel training under ``accelerate launch`` with two CPU processes.""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -328,6 +330,33 @@ def test_student_ema_follows_the_ramped_average_and_applied_restores_the_raw_wei
         StudentEMA([a], decay=1.0)
     with pytest.raises(ValueError, match="student_ema"):
         DistillConfig(student_ema=1.5)
+
+
+def test_student_ema_ramp_decides_when_the_configured_decay_binds():
+    from trainer.distill.ema import StudentEMA, ema_decay_at, ramp_end
+
+    for decay, ramp in [(0.99, 10.0), (0.995, 10.0), (0.995, 2.0), (0.9, 1.0), (0.5, 2.0)]:
+        first = next(n for n in range(1, 5000) if ema_decay_at(decay, n, ramp) == decay)  # brute force
+        assert ramp_end(decay, ramp) == first
+    assert ramp_end(0.99) == 890 and ramp_end(0.995) == 1790
+
+    def shadow_after(decay, ramp, updates=600):
+        p = torch.nn.Parameter(torch.zeros(1))
+        ema = StudentEMA([p], decay, ramp)
+        for n in range(updates):
+            with torch.no_grad():
+                p.fill_(math.sin(n / 7.0) + n / 100.0)
+            ema.update()
+        return float(ema.shadow[0])
+
+    # with the default ramp neither 0.99 nor 0.995 binds within 600 updates: the same average
+    assert shadow_after(0.99, 10.0) == shadow_after(0.995, 10.0)
+    # with ramp 2 both bind early (updates 98 and 198), and the longer average lags the rising weights more
+    assert shadow_after(0.995, 2.0) < shadow_after(0.99, 2.0) < shadow_after(0.99, 10.0)
+    with pytest.raises(ValueError, match="ramp"):
+        StudentEMA([torch.nn.Parameter(torch.zeros(1))], 0.99, ramp=0.5)
+    with pytest.raises(ValueError, match="student_ema_ramp"):
+        DistillConfig(student_ema_ramp=0.0)
 
 
 def test_student_ema_is_what_the_run_exports_and_it_resumes_exactly(tmp_path, tiny_teacher):

@@ -54,6 +54,9 @@ class DistillConfig:
     # (trainer/distill/ema.py; not in the papers); 0: off, the raw weights are exported. 0.99 measured
     # better than none on the toy domain at no cost in time (README, the step-14,500 teacher's table)
     student_ema: float = 0.99
+    # the EMA's warm-up: update n uses min(student_ema, (1 + n) / (student_ema_ramp + n)); with 10 (diffusers'
+    # EMAModel) 0.99 binds from update 890 on, so on shorter runs the ramp alone sets the average
+    student_ema_ramp: float = 10.0
     preview_every: int = 100  # student samples of fixed prompts and noise into <out>/<name>_previews (0: off)
     eval_repeats: int = 1  # toy report: clips per row = 96 x repeats (0: no evaluation)
     reuse_reference: bool = True  # toy report: teacher rows from bench sampling's matching record, if any
@@ -83,6 +86,8 @@ class DistillConfig:
         check_gamma(self.student_gamma, "student_gamma")
         if not 0.0 <= self.student_ema < 1.0:
             raise ValueError(f"student_ema must be in [0, 1) (0: off), got {self.student_ema}")
+        if not self.student_ema_ramp >= 1.0:
+            raise ValueError(f"student_ema_ramp must be >= 1, got {self.student_ema_ramp}")
         if self.lora_rank < 1 or self.critic_rank < 1:
             raise ValueError("lora_rank and critic_rank must be >= 1")
         if self.prompts is not None and self.embeddings is not None:
