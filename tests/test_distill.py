@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import torch
 from safetensors.torch import load_file, save_file
 

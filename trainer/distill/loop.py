@@ -172,7 +172,8 @@ def distill(cfg: DistillConfig, stop_check=None, on_step=None, backend=None, dat
         method_cfg = method_cfg.for_run(cfg.steps)
     method = method_cls(MethodContext(backend, schedule, dist.sync_gradients), method_cfg)
     data = data if data is not None else build_data(cfg, dist.rank)
-    ema = StudentEMA(backend.trainable_parameters(STUDENT), cfg.student_ema, cfg.student_ema_ramp) if cfg.student_ema else None
+    ema = (StudentEMA(backend.trainable_parameters(STUDENT), cfg.student_ema, cfg.student_ema_ramp)
+           if cfg.student_ema else None)
 
     state_path = cfg.resolved_state_dir / "state.pt"
     start, history = 0, []
