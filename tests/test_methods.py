@@ -22,7 +22,8 @@ from trainer.distill.config import DistillConfig
 from trainer.distill.loop import adapter_state, load_adapter_state
 from trainer.lora.inject import LoraSpec
 from trainer.methods import method_registry
-from trainer.methods.adv import AdvConfig, AdvMethod
+from trainer.methods.adv import (TEMPORAL_LOSSES, AdvConfig, AdvMethod, frame_difference_energy,
+                                 frame_difference_w1)
 from trainer.methods.avdm2 import (Avdm2Config, Avdm2Method, TeacherFeatures, default_feature_blocks,
                                    tokens_to_grid)
 from trainer.methods.base import (DistillBatch, InterpolatedSimulation, MethodContext, StudentSchedule,
@@ -712,6 +713,60 @@ def test_temporal_frequency_term_sees_frame_order_not_static_offsets():
     assert float(ratio) == pytest.approx(9.0, rel=1e-4)
     # one frame: nothing temporal to compare
     assert float(temporal_spectral_loss(x[:, :, :1] + 1, x[:, :, :1])) == 0.0
+
+
+def _moving_block(frames: int = 6, size: int = 8, shimmer: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """[1, 2, F, size, size]: a 2x2 block moving one location per frame over a static textured background,
+    plus independent per-frame noise of std ``shimmer`` on the background."""
+    g = torch.Generator().manual_seed(seed)
+    background = torch.randn(1, 2, 1, size, size, generator=g).expand(1, 2, frames, size, size).clone()
+    for t in range(frames):
+        background[:, :, t, 2:4, t:t + 2] = 3.0
+    noise = torch.randn(background.shape, generator=g) * shimmer
+    return background + noise * (background != 3.0)
+
+
+def test_frame_difference_w1_is_zero_on_the_reference_distribution_and_exact_on_known_ones():
+    x = torch.randn(2, 3, 5, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert float(frame_difference_w1(x, x.clone())) == 0.0
+    # any reference batch with the same distribution (here the same clips twice, through the quantile path)
+    assert float(frame_difference_w1(x, torch.cat([x, x]))) == pytest.approx(0.0, abs=1e-6)
+    # against a static reference it is the mean |frame difference|
+    expected = (x[:, :, 1:] - x[:, :, :-1]).abs().mean()
+    assert float(frame_difference_w1(x, torch.zeros(3, 3, 5, 4, 4))) == pytest.approx(float(expected), rel=1e-6)
+    # linear ramps in time: every |difference| is a (student) and b (reference), so W1 = |a - b|
+    t = torch.arange(5, dtype=torch.float32).view(1, 1, 5, 1, 1)
+    assert float(frame_difference_w1((0.7 * t).expand(2, 3, 5, 4, 4), (0.2 * t).expand(1, 3, 5, 4, 4))) == \
+        pytest.approx(0.5, rel=1e-6)
+    with pytest.raises(ValueError, match="same channels and frames"):
+        frame_difference_w1(x, x[:, :2])
+
+
+def test_frame_difference_w1_sees_background_shimmer_that_the_energy_match_barely_does():
+    reference = _moving_block()
+    w1 = [float(frame_difference_w1(_moving_block(shimmer=s), reference)) for s in (0.0, 0.01, 0.02, 0.04)]
+    assert w1[0] == 0.0 and w1[1] < w1[2] < w1[3]
+    # the energy the anchored loss matches, dominated by the moving block, moves by under 1% at shimmer 0.04;
+    # W1 is of the shimmer's own size (a difference of two N(0, 0.04^2) draws has mean |.| 0.045)
+    energy = [float(frame_difference_energy(_moving_block(shimmer=s)).mean()) for s in (0.0, 0.04)]
+    assert abs(energy[1] / energy[0] - 1) < 0.01
+    assert w1[3] > 0.02
+    # a gradient step on W1 lowers the shimmer (the background's frame differences) and keeps the motion
+    x = _moving_block(shimmer=0.04).requires_grad_(True)
+    frame_difference_w1(x, reference).backward()
+    stepped = (x - 0.01 * x.grad.sign()).detach()
+    assert float(frame_difference_w1(stepped, reference)) < w1[3]
+    assert float(frame_difference_energy(stepped).mean()) == pytest.approx(energy[1], rel=0.05)
+
+
+def test_distribution_temporal_loss_needs_real_latents_and_weighs_w1():
+    cfg = AdvConfig(temporal="distribution", temporal_weight=0.25)
+    x, reference = _moving_block(shimmer=0.03), _moving_block()
+    loss, metrics = TEMPORAL_LOSSES["distribution"](x, reference, cfg)
+    assert float(loss) == pytest.approx(0.25 * float(frame_difference_w1(x, reference)), rel=1e-6)
+    assert metrics["temporal"] > 0
+    with pytest.raises(ValueError, match="needs real latents"):
+        TEMPORAL_LOSSES["distribution"](x, None, cfg)
 
 
 # ---- AVDM2

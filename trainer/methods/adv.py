@@ -13,7 +13,10 @@ Generator objective ``L_G = L_DMD + w * L_reg + [L_temp >= hinge] * temporal_wei
   velocity on the same noised input (``"teacher"``: guidance distillation at the student's own
   timesteps) or the mean of the two (``"mixed"``, which equals half of each loss up to a constant).
 - ``L_temp``: ``-log(mean_{c,h,w} Var_frames(x_hat) + 1e-6)`` with the published hinge, or the
-  teacher-anchored variant that matches per-channel frame-difference energy to real data.
+  teacher-anchored variant that matches per-channel frame-difference energy to real data, or (not in
+  the paper) the per-channel Wasserstein-1 distance between the distributions of ``|frame difference|``
+  in the student's samples and in real latents, which sees a static background's shimmer that an
+  energy dominated by the moving object does not.
 - optional, not in the paper (``gan_weight`` > 0, DMD2's GAN term): ``+ gan_weight * softplus(-D(x_hat))``
   with ``D`` a head on the frozen teacher's features (``gan.FeatureDiscriminator``, the discriminator
   AVDM2 uses), trained on real latents against the student's samples after every critic step. DMD
@@ -80,7 +83,9 @@ class AdvConfig:
     gan_head_channels: int = 64
     gan_r1_weight: float = 0.0  # R1 penalty on the discriminator head's real features (gan.r1_penalty); 0: off
     spatial_window: int = 3
-    temporal: str = "hinge"  # "hinge" (published), "anchored" (teacher/data-anchored), "none"
+    # "hinge" (published), "anchored" (data-anchored frame-difference energy), "distribution" (not in the
+    # paper: W1 between the |frame difference| distributions of student samples and real latents), "none"
+    temporal: str = "hinge"
     temporal_weight: float = 0.05
     temporal_hinge: float = 0.8
 
@@ -154,11 +159,47 @@ def _anchored(x_hat, reference, cfg: AdvConfig):
     return cfg.temporal_weight * loss, {"temporal": float(loss.detach()), "temporal_active": 1.0}
 
 
+def frame_difference_magnitudes(x: torch.Tensor) -> torch.Tensor:
+    """``|x[:, :, t+1] - x[:, :, t]|`` per channel, every clip, pair and location: [C, B * (F-1) * H * W]."""
+    return (x[:, :, 1:] - x[:, :, :-1]).abs().float().transpose(0, 1).flatten(1)
+
+
+def frame_difference_w1(x_hat: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean over channels of the 1-D Wasserstein-1 distance between the distributions of ``|frame
+    difference|`` in ``x_hat`` and in ``reference`` (the same channels, any batch size): the student's
+    sorted values against the reference's quantile function at the same levels ``(i + 0.5) / n``. Every
+    value gets a gradient: the bulk of small differences, a static background's shimmer, is pushed to the
+    reference's (zero where the data's background stands still), the few large ones, motion, to the
+    reference's motion."""
+    if x_hat.shape[1] != reference.shape[1] or x_hat.shape[2] != reference.shape[2]:
+        raise ValueError(f"student samples {tuple(x_hat.shape)} and reference {tuple(reference.shape)} need the "
+                         f"same channels and frames")
+    if x_hat.shape[2] < 2:
+        return x_hat.new_zeros((), dtype=torch.float32)
+    student, _ = frame_difference_magnitudes(x_hat).sort(dim=1)
+    with torch.no_grad():
+        target = frame_difference_magnitudes(reference)
+        n = student.shape[1]
+        levels = (torch.arange(n, device=target.device, dtype=torch.float32) + 0.5) / n
+        if target.shape[1] != n:
+            target = torch.quantile(target, levels, dim=1).T  # [C, n]; torch.quantile interpolates linearly
+        else:
+            target = target.sort(dim=1).values
+    return (student - target.to(student.device)).abs().mean()
+
+
+def _distribution(x_hat, reference, cfg: AdvConfig):
+    if reference is None:
+        raise ValueError("the frame-difference distribution loss needs real latents as reference")
+    loss = frame_difference_w1(x_hat, reference.detach())
+    return cfg.temporal_weight * loss, {"temporal": float(loss.detach()), "temporal_active": 1.0}
+
+
 def _no_temporal(x_hat, _reference, _cfg):
     return x_hat.new_zeros(()), {}
 
 
-TEMPORAL_LOSSES = {"hinge": _hinge, "anchored": _anchored, "none": _no_temporal}
+TEMPORAL_LOSSES = {"hinge": _hinge, "anchored": _anchored, "distribution": _distribution, "none": _no_temporal}
 
 
 # ---- adaptive regression weights: (loss map [B, F, H, W], ema, cfg) -> (weighted loss, batch mean)
