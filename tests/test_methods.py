@@ -22,8 +22,8 @@ from trainer.distill.config import DistillConfig
 from trainer.distill.loop import adapter_state, load_adapter_state
 from trainer.lora.inject import LoraSpec
 from trainer.methods import method_registry
-from trainer.methods.adv import (TEMPORAL_LOSSES, AdvConfig, AdvMethod, frame_difference_energy,
-                                 frame_difference_w1)
+from trainer.methods.adv import (TEMPORAL_LOSSES, AdvConfig, AdvMethod, anchored_energy_loss,
+                                 frame_difference_energy, frame_difference_w1)
 from trainer.methods.avdm2 import (Avdm2Config, Avdm2Method, TeacherFeatures, default_feature_blocks,
                                    tokens_to_grid)
 from trainer.methods.base import (DistillBatch, InterpolatedSimulation, MethodContext, StudentSchedule,
@@ -757,6 +757,19 @@ def test_frame_difference_w1_sees_background_shimmer_that_the_energy_match_barel
     stepped = (x - 0.01 * x.grad.sign()).detach()
     assert float(frame_difference_w1(stepped, reference)) < w1[3]
     assert float(frame_difference_energy(stepped).mean()) == pytest.approx(energy[1], rel=0.05)
+
+
+def test_anchored_energy_loss_matches_log_energy_on_the_channels_the_reference_moves():
+    reference = _moving_block()
+    student = 1.5 * _moving_block(seed=1)  # every frame difference 1.5x: energy 2.25x on both channels
+    expected = math.log(2.25) ** 2
+    assert float(anchored_energy_loss(student, student / 1.5)) == pytest.approx(expected, rel=1e-4)
+    # a channel the reference holds constant (the toy codec's padding) is left out, however the student moves it
+    padded_reference = torch.cat([student / 1.5, torch.zeros(1, 1, *student.shape[2:])], dim=1)
+    padded_student = torch.cat([student, torch.randn(1, 1, *student.shape[2:])], dim=1)
+    assert float(anchored_energy_loss(padded_student, padded_reference)) == pytest.approx(expected, rel=1e-4)
+    assert float(anchored_energy_loss(student, torch.zeros_like(student))) == 0.0
+    assert float(anchored_energy_loss(reference, reference)) == pytest.approx(0.0, abs=1e-10)
 
 
 def test_distribution_temporal_loss_needs_real_latents_and_weighs_w1():

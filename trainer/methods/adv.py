@@ -154,9 +154,22 @@ def frame_difference_energy(x: torch.Tensor) -> torch.Tensor:
 def _anchored(x_hat, reference, cfg: AdvConfig):
     if reference is None:
         raise ValueError("the anchored temporal loss needs real latents (or teacher samples) as reference")
-    target = frame_difference_energy(reference).detach()
-    loss = (torch.log(frame_difference_energy(x_hat) + 1e-6) - torch.log(target + 1e-6)).pow(2).mean()
+    loss = anchored_energy_loss(x_hat, reference)
     return cfg.temporal_weight * loss, {"temporal": float(loss.detach()), "temporal_active": 1.0}
+
+
+def anchored_energy_loss(x_hat: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean over channels of ``(log E(x_hat) - log E(reference))^2``, ``E`` the per-channel frame-difference
+    energy, over the channels that change between the reference's frames. A channel the reference holds
+    constant (the toy codec's x, y and zero padding) has no energy to match: with ``log(0 + 1e-6)`` as its
+    target it made 99.7% of this loss (measured on 8 of a GAN student's samples against 8 data clips: 14.72
+    of 14.76), pushing channels that decoding ignores while Adam's normalisation shrank the other terms' steps."""
+    target = frame_difference_energy(reference).detach()
+    moving = target > 0
+    if not bool(moving.any()):
+        return x_hat.new_zeros((), dtype=torch.float32)
+    energy = frame_difference_energy(x_hat)[moving.to(x_hat.device)]
+    return (torch.log(energy + 1e-6) - torch.log(target[moving] + 1e-6).to(energy.device)).pow(2).mean()
 
 
 def frame_difference_magnitudes(x: torch.Tensor) -> torch.Tensor:
