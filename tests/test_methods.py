@@ -31,7 +31,7 @@ from trainer.methods.base import (DistillBatch, InterpolatedSimulation, MethodCo
 from trainer.sampling.positions import strided_positions
 from trainer.methods.gan import r1_penalty
 from trainer.methods.gpd import GpdConfig, GpdMethod, fine_sigmas, swapped_weights
-from trainer.methods.losses import dmd_loss, spectral_loss, temporal_spectral_loss
+from trainer.methods.losses import dmd_loss, sliced_latent_w1, spectral_loss, temporal_spectral_loss, w1_to_reference
 from trainer.sampling.samplers import sample_stride_flow
 from trainer.toy import codec, domain, text
 from trainer.toy.teacher import TeacherArch, build_diffusers_wan
@@ -770,6 +770,45 @@ def test_anchored_energy_loss_matches_log_energy_on_the_channels_the_reference_m
     assert float(anchored_energy_loss(padded_student, padded_reference)) == pytest.approx(expected, rel=1e-4)
     assert float(anchored_energy_loss(student, torch.zeros_like(student))) == 0.0
     assert float(anchored_energy_loss(reference, reference)) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_w1_to_reference_exact_values():
+    g = torch.Generator().manual_seed(3)
+    values = torch.randn(3, 50, generator=g)
+    assert float(w1_to_reference(values, values[:, torch.randperm(50, generator=g)])) == 0.0
+    assert float(w1_to_reference(values + 0.25, values)) == pytest.approx(0.25, rel=1e-5)  # a shift by c: |c|
+    assert float(w1_to_reference(values, values.repeat(1, 3))) == pytest.approx(0.0, abs=1e-6)  # same law, other n
+    with pytest.raises(ValueError, match="same K"):
+        w1_to_reference(values, values[:2])
+
+
+def test_sliced_latent_w1_sees_the_joint_of_channels_and_ignores_constant_ones():
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(2, 1, 3, 8, 8, generator=g)
+    b = torch.randn(2, 1, 3, 8, 8, generator=g)
+    coloured = torch.cat([a, b], dim=1)  # independent channels: a spread of "chroma" a - b
+    # b's values in a's rank order: each channel keeps its values, but the two rise and fall together (grey)
+    greyed = torch.cat([a, b.flatten().sort().values[a.flatten().argsort().argsort()].view_as(a)], dim=1)
+    directions = torch.randn(16, 2, generator=g)
+    # per channel the two have the same values, so any per-channel (marginal) comparison sees nothing
+    for c in range(2):
+        assert float(w1_to_reference(greyed[:, c].reshape(1, -1), coloured[:, c].reshape(1, -1))) == 0.0
+    assert float(sliced_latent_w1(coloured, coloured.flip(0), directions)) == pytest.approx(0.0, abs=1e-6)
+    assert float(sliced_latent_w1(greyed, coloured, directions)) > 0.1
+    # a channel the reference holds constant is left out, whatever the samples put there
+    pad = torch.full((2, 1, 3, 8, 8), 5.0)
+    noisy_pad = torch.randn(2, 1, 3, 8, 8, generator=g)
+    assert float(sliced_latent_w1(torch.cat([greyed, noisy_pad], 1), torch.cat([coloured, pad], 1), directions)) == \
+        pytest.approx(float(sliced_latent_w1(greyed, coloured, directions)), rel=1e-6)
+    with pytest.raises(ValueError, match="varying channels"):
+        sliced_latent_w1(greyed, coloured, torch.randn(16, 3))
+
+
+def test_adv_marginal_term_config_is_checked():
+    with pytest.raises(ValueError, match="marginal_weight"):
+        AdvConfig(marginal_weight=-1.0)
+    with pytest.raises(ValueError, match="marginal_slices"):
+        AdvConfig(marginal_slices=0)
 
 
 def test_distribution_temporal_loss_needs_real_latents_and_weighs_w1():

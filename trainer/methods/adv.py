@@ -82,6 +82,11 @@ class AdvConfig:
     discriminator_lr: float = 2e-4
     gan_head_channels: int = 64
     gan_r1_weight: float = 0.0  # R1 penalty on the discriminator head's real features (gan.r1_penalty); 0: off
+    # not in the paper: weight of a sliced W1 between the per-location latent vectors of the student's
+    # samples and of real latents (losses.sliced_latent_w1, ``marginal_slices`` random directions per step),
+    # which keeps the colours of what the temporal terms make still (a static background drawn to grey); 0: off
+    marginal_weight: float = 0.0
+    marginal_slices: int = 32
     spatial_window: int = 3
     # "hinge" (published), "anchored" (data-anchored frame-difference energy), "distribution" (not in the
     # paper: W1 between the |frame difference| distributions of student samples and real latents), "none"
@@ -115,6 +120,10 @@ class AdvConfig:
             raise ValueError(f"gan_sigma_max must be in (0, 1], got {self.gan_sigma_max}")
         if not self.gan_r1_weight >= 0:
             raise ValueError(f"gan_r1_weight must be >= 0 (0: off), got {self.gan_r1_weight}")
+        if not self.marginal_weight >= 0:
+            raise ValueError(f"marginal_weight must be >= 0 (0: off), got {self.marginal_weight}")
+        if self.marginal_slices < 1:
+            raise ValueError(f"marginal_slices must be >= 1, got {self.marginal_slices}")
         if self.regression_fade_steps < 0:
             raise ValueError(f"regression_fade_steps must be >= 0 (0: no fade), got {self.regression_fade_steps}")
         InterpolatedSimulation(self.interp_switch, self.interp_probability, self.interp_interpolator)  # checks them
@@ -179,26 +188,15 @@ def frame_difference_magnitudes(x: torch.Tensor) -> torch.Tensor:
 
 def frame_difference_w1(x_hat: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Mean over channels of the 1-D Wasserstein-1 distance between the distributions of ``|frame
-    difference|`` in ``x_hat`` and in ``reference`` (the same channels, any batch size): the student's
-    sorted values against the reference's quantile function at the same levels ``(i + 0.5) / n``. Every
-    value gets a gradient: the bulk of small differences, a static background's shimmer, is pushed to the
-    reference's (zero where the data's background stands still), the few large ones, motion, to the
-    reference's motion."""
+    difference|`` in ``x_hat`` and in ``reference`` (the same channels, any batch size). Every value gets a
+    gradient: the bulk of small differences, a static background's shimmer, is pushed to the reference's
+    (zero where the data's background stands still), the few large ones, motion, to the reference's motion."""
     if x_hat.shape[1] != reference.shape[1] or x_hat.shape[2] != reference.shape[2]:
         raise ValueError(f"student samples {tuple(x_hat.shape)} and reference {tuple(reference.shape)} need the "
                          f"same channels and frames")
     if x_hat.shape[2] < 2:
         return x_hat.new_zeros((), dtype=torch.float32)
-    student, _ = frame_difference_magnitudes(x_hat).sort(dim=1)
-    with torch.no_grad():
-        target = frame_difference_magnitudes(reference)
-        n = student.shape[1]
-        levels = (torch.arange(n, device=target.device, dtype=torch.float32) + 0.5) / n
-        if target.shape[1] != n:
-            target = torch.quantile(target, levels, dim=1).T  # [C, n]; torch.quantile interpolates linearly
-        else:
-            target = target.sort(dim=1).values
-    return (student - target.to(student.device)).abs().mean()
+    return losses.w1_to_reference(frame_difference_magnitudes(x_hat), frame_difference_magnitudes(reference.detach()))
 
 
 def _distribution(x_hat, reference, cfg: AdvConfig):
@@ -344,6 +342,16 @@ class AdvMethod(DistillMethod):
             target = flow.euler_to_clean(teacher_x0, x_in, grid)
         return (x_hat.float() - target.float()).pow(2).mean()
 
+    def marginal_loss(self, x_hat: torch.Tensor, batch: DistillBatch) -> torch.Tensor:
+        """``losses.sliced_latent_w1`` of the student's samples to the batch's real latents along
+        ``marginal_slices`` directions drawn from the batch's generator."""
+        real = batch.real_latents
+        if real is None:
+            raise ValueError("the marginal (sliced W1) term needs real latents: give --real-latents or use the toy domain")
+        varying = int((real.float().movedim(1, -1).reshape(-1, real.shape[1]).std(0) > 0).sum())
+        directions = randn((self.cfg.marginal_slices, varying), batch.generator, x_hat.device)
+        return losses.sliced_latent_w1(x_hat, real, directions)
+
     @property
     def regression_step_range(self) -> tuple[int, int]:
         """``[first, until)``: the student step indices the regression draws from."""
@@ -391,6 +399,10 @@ class AdvMethod(DistillMethod):
                 reg, parts = self.regression_loss(batch)
                 loss = loss + reg_weight * reg
                 metrics.update(parts)
+            if self.cfg.marginal_weight > 0:
+                marginal = self.marginal_loss(x_hat, batch)
+                loss = loss + self.cfg.marginal_weight * marginal
+                metrics["marginal"] = float(marginal.detach())
             temp, parts = TEMPORAL_LOSSES[self.cfg.temporal](x_hat, batch.real_latents, self.cfg)
             loss = loss + temp
             metrics.update(parts)

@@ -9,6 +9,8 @@
   by a radial high-pass ``(|omega| / omega_max)^gamma``, optionally times detached focal weights
   ``|dF|^alpha`` (Focal Frequency Loss), and the same over the frame axis alone.
 - ``discriminator_loss`` / ``generator_adversarial_loss``: the non-saturating GAN pair.
+- ``w1_to_reference`` / ``sliced_latent_w1``: 1-D Wasserstein-1 distances of sample values to a
+  reference's (per row), and over random projections of per-location latent vectors.
 """
 
 from __future__ import annotations
@@ -37,6 +39,50 @@ def dmd_loss(backend, x_hat: torch.Tensor, sigma: torch.Tensor, noise: torch.Ten
         grad = (x_fake - x_real) / scale.view(-1, *([1] * (x_hat.ndim - 1)))
     loss = 0.5 * F.mse_loss(x_hat.float(), (x_hat - grad).detach().float(), reduction="mean")
     return loss, {"dmd": float(loss.detach()), "dmd_grad_norm": float(grad.flatten(1).norm(dim=1).mean())}
+
+
+# ---- 1-D optimal transport to a reference distribution
+
+def w1_to_reference(values: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of the 1-D Wasserstein-1 distance between ``values`` [K, n] (with a graph) and
+    ``reference`` [K, m] (any m, no graph): each row's sorted values against the reference row's quantile
+    function at the levels ``(i + 0.5) / n`` (linearly interpolated where m != n). Every value gets a
+    gradient, towards the reference value of its rank."""
+    if values.ndim != 2 or reference.ndim != 2 or values.shape[0] != reference.shape[0]:
+        raise ValueError(f"values {tuple(values.shape)} and reference {tuple(reference.shape)} must be [K, n] "
+                         f"and [K, m] with the same K")
+    ordered, _ = values.float().sort(dim=1)
+    with torch.no_grad():
+        target = reference.float().to(ordered.device)
+        n = ordered.shape[1]
+        if target.shape[1] != n:
+            levels = (torch.arange(n, device=target.device, dtype=torch.float32) + 0.5) / n
+            target = torch.quantile(target, levels, dim=1).T
+        else:
+            target = target.sort(dim=1).values
+    return (ordered - target).abs().mean()
+
+
+def sliced_latent_w1(x: torch.Tensor, reference: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """W1 between the distributions of per-location latent vectors of ``x`` [B, C, ...] and of ``reference``
+    [B', C, ...], along ``directions`` [K, C'] (sliced Wasserstein). Channels are first standardised by the
+    reference's per-channel mean and standard deviation; channels the reference holds constant (C - C' of
+    them) are left out. Sees what per-channel marginals do not, e.g. colours drawn towards grey: every
+    channel keeps its spread while the channels' joint (a pixel's chroma) narrows."""
+    if x.shape[1] != reference.shape[1]:
+        raise ValueError(f"samples have {x.shape[1]} channels, the reference {reference.shape[1]}")
+    with torch.no_grad():
+        ref = reference.float().movedim(1, -1).reshape(-1, reference.shape[1])
+        mean, std = ref.mean(0), ref.std(0)
+        kept = std > 0
+        if directions.shape[1] != int(kept.sum()):
+            raise ValueError(f"{directions.shape[1]}-d directions for {int(kept.sum())} varying channels")
+        directions = directions.float() / directions.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
+        ref_proj = ((ref[:, kept] - mean[kept]) / std[kept]) @ directions.T
+    flat = x.float().movedim(1, -1).reshape(-1, x.shape[1])
+    kept, mean, std, directions = (t.to(flat.device) for t in (kept, mean, std, directions))
+    proj = ((flat[:, kept] - mean[kept]) / std[kept]) @ directions.T
+    return w1_to_reference(proj.T, ref_proj.T)
 
 
 # ---- frequency-domain constraint
