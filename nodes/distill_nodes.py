@@ -148,11 +148,11 @@ class StrideDistillLoRA(io.ComfyNode):
         state_dir = Path(folder_paths.get_user_directory()) / "stride_distill" / save_name
         with torch.inference_mode(False):
             # the headless job's ADV settings (update ratio, DMD noise range, ...) with the node's rate and CFG
-            # (its regression and GAN terms learn from real latents: without them both are off)
+            # (its regression, GAN and W1 temporal terms learn from real latents: without them they are off and
+            # the temporal loss is the published hinge)
             headless = DistillConfig().adv
-            adv = dataclasses.replace(headless, generator_lr=learning_rate, critic_lr=learning_rate,
-                                      teacher_cfg=teacher_cfg, adaptive_regression=real is not None,
-                                      gan_weight=headless.gan_weight if real is not None else 0.0)
+            adv = dataclasses.replace(headless if real is not None else headless.without_real_latents(),
+                                      generator_lr=learning_rate, critic_lr=learning_rate, teacher_cfg=teacher_cfg)
             cfg = DistillConfig(method=method, name=save_name, steps=iterations, batch_size=samples.shape[0], seed=seed,
                                 student_step_list=step_list, shift=shift, lora_rank=rank, lora_alpha=float(rank),
                                 critic_rank=rank, state_dir=state_dir, out=loras_dir, checkpoint_every=max(1, min(50, iterations // 4)),

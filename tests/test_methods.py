@@ -8,6 +8,7 @@ annealing, the online target against direct computations, the frequency losses) 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 
@@ -802,6 +803,27 @@ def test_sliced_latent_w1_sees_the_joint_of_channels_and_ignores_constant_ones()
         pytest.approx(float(sliced_latent_w1(greyed, coloured, directions)), rel=1e-6)
     with pytest.raises(ValueError, match="varying channels"):
         sliced_latent_w1(greyed, coloured, torch.randn(16, 3))
+
+
+def test_adv_without_real_latents_switches_off_every_term_that_needs_them():
+    from trainer.distill.config import DistillConfig
+    from trainer.methods.adv import PUBLISHED_TEMPORAL_WEIGHT
+
+    main_job = DistillConfig().adv
+    assert main_job.temporal == "distribution" and main_job.gan_weight > 0 and main_job.adaptive_regression
+    bare = main_job.without_real_latents()
+    assert (bare.adaptive_regression, bare.gan_weight, bare.marginal_weight) == (False, 0.0, 0.0)
+    assert (bare.temporal, bare.temporal_weight) == ("hinge", PUBLISHED_TEMPORAL_WEIGHT)
+    assert (bare.generator_lr, bare.teacher_cfg, bare.dmd_shift) == (main_job.generator_lr, main_job.teacher_cfg,
+                                                                     main_job.dmd_shift)
+    # a temporal loss that needs no reference is kept as it is
+    kept = AdvConfig(temporal="none", temporal_weight=0.3).without_real_latents()
+    assert (kept.temporal, kept.temporal_weight) == ("none", 0.3)
+    # and the result trains on prompts alone: one step without real latents
+    backend = make_backend()
+    method = AdvMethod(MethodContext(backend, SCHEDULE), dataclasses.replace(bare, generator_every=1))
+    metrics = method.train_step(toy_batch(0, real=False), 0)
+    assert "reg" not in metrics and "adv_g" not in metrics and math.isfinite(metrics["generator_loss"])
 
 
 def test_adv_marginal_term_config_is_checked():

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import atomic_write_text
+from ..methods.adv import PUBLISHED_TEMPORAL_WEIGHT
 from .sampling import ROW_KEYS, speedups
 
 # variant name -> (method, overrides of that method's config)
@@ -33,9 +34,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "adv_data_regression": ("adv", {"regression_target": "data"}),  # the published target
     "adv_no_adaptive": ("adv", {"adaptive_regression": False}),
     "adv_no_temporal": ("adv", {"temporal": "none"}),
-    # the published hinge, and the anchored variant, at AdvConfig's own weight 0.05 (the default's 0.4 is for W1)
-    "adv_hinge_temporal": ("adv", {"temporal": "hinge", "temporal_weight": 0.05}),
-    "adv_anchored_temporal": ("adv", {"temporal": "anchored", "temporal_weight": 0.05}),
+    # the published hinge, and the anchored variant, at the published weight (the main job's 0.4 is for W1)
+    "adv_hinge_temporal": ("adv", {"temporal": "hinge", "temporal_weight": PUBLISHED_TEMPORAL_WEIGHT}),
+    "adv_anchored_temporal": ("adv", {"temporal": "anchored", "temporal_weight": PUBLISHED_TEMPORAL_WEIGHT}),
     "adv_no_gan": ("adv", {"gan_weight": 0.0}),  # DMD2's GAN term is not in the ADV paper
     "gpd": ("gpd", {}),
     "avdm2": ("avdm2", {}),

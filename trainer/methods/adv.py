@@ -26,6 +26,7 @@ Generator objective ``L_G = L_DMD + w * L_reg + [L_temp >= hinge] * temporal_wei
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +38,9 @@ from . import losses
 from .base import (DistillBatch, DistillMethod, InterpolatedSimulation, backward_simulation, randn, sample_sigma,
                    student_step_input, velocity_loss_per_sample)
 from .gan import FeatureDiscriminator
+
+
+PUBLISHED_TEMPORAL_WEIGHT = 0.05  # the temporal hinge's weight in AdvConfig (and the ablations' anchored variant)
 
 
 @dataclass
@@ -91,7 +95,7 @@ class AdvConfig:
     # "hinge" (published), "anchored" (data-anchored frame-difference energy), "distribution" (not in the
     # paper: W1 between the |frame difference| distributions of student samples and real latents), "none"
     temporal: str = "hinge"
-    temporal_weight: float = 0.05
+    temporal_weight: float = PUBLISHED_TEMPORAL_WEIGHT
     temporal_hinge: float = 0.8
 
     def __post_init__(self):
@@ -127,6 +131,14 @@ class AdvConfig:
         if self.regression_fade_steps < 0:
             raise ValueError(f"regression_fade_steps must be >= 0 (0: no fade), got {self.regression_fade_steps}")
         InterpolatedSimulation(self.interp_switch, self.interp_probability, self.interp_interpolator)  # checks them
+
+    def without_real_latents(self) -> "AdvConfig":
+        """These settings with every term that learns from real latents switched off: no regression, GAN or
+        marginal term, and a temporal loss that needs a reference (``distribution``, ``anchored``) replaced by
+        the published hinge at ``PUBLISHED_TEMPORAL_WEIGHT``. For teachers distilled from prompts alone."""
+        temporal = {} if self.temporal in ("hinge", "none") else {"temporal": "hinge",
+                                                                  "temporal_weight": PUBLISHED_TEMPORAL_WEIGHT}
+        return dataclasses.replace(self, adaptive_regression=False, gan_weight=0.0, marginal_weight=0.0, **temporal)
 
     def regression_weight(self, step: int) -> float:
         """L_reg's weight at training step ``step`` (0-based)."""
