@@ -187,6 +187,21 @@ def test_bench_distill_keeps_measured_rows_across_a_rerun(tmp_path, tiny_teacher
     assert [json.loads(line).get("key") for line in rows_file.read_text().splitlines()[1:]] == ["teacher", "adv"]
 
 
+def test_terms_that_learn_from_real_latents_are_refused_before_training_without_them(tmp_path, tiny_teacher):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red square moving left quickly\na blue circle moving up slowly\n")
+    main_job = DistillConfig().adv
+    cfg = tiny_config(tmp_path, tiny_teacher, prompts=prompts, steps=1, adv=main_job)
+    with pytest.raises(ValueError, match="adaptive regression, GAN, distribution temporal loss learn from real "
+                                         "latents and this run has none: give --real-latents"):
+        distill(cfg)
+    assert not (tmp_path / "state" / "state.pt").exists() and not (tmp_path / "out" / "tiny.safetensors").exists()
+    # the flags the message names are what without_real_latents() sets: that run trains
+    bare = main_job.without_real_latents()
+    outcome = distill(tiny_config(tmp_path, tiny_teacher, prompts=prompts, steps=1, adv=bare))
+    assert outcome.steps_done == 1
+
+
 def test_real_latents_pair_with_prompts_only_one_to_one():
     import torch
 

@@ -31,6 +31,8 @@ class StepData:
 
 
 class ToyData:
+    has_real_latents = True  # every batch renders its prompts' clips
+
     def __init__(self, batch_size: int, seed: int):
         self.batch_size, self.seed = batch_size, seed
 
@@ -82,6 +84,7 @@ class EmbeddingData:
         if self.negative is not None and self.negative.shape[1:] != self.context.shape[1:]:
             raise ValueError(f"negative {tuple(self.negative.shape)} does not match context {tuple(self.context.shape)}")
         self.real = real
+        self.has_real_latents = real is not None
         self.batch_size, self.seed = batch_size, seed
         self.latent_shape = (batch_size, *(self.real.shape[1:] if self.real is not None else latent_shape[1:]))
 

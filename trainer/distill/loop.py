@@ -172,6 +172,12 @@ def distill(cfg: DistillConfig, stop_check=None, on_step=None, backend=None, dat
         method_cfg = method_cfg.for_run(cfg.steps)
     method = method_cls(MethodContext(backend, schedule, dist.sync_gradients), method_cfg)
     data = data if data is not None else build_data(cfg, dist.rank)
+    needs_real = method_cfg.real_latent_terms() if hasattr(method_cfg, "real_latent_terms") else []
+    if needs_real and not getattr(data, "has_real_latents", True):
+        raise ValueError(f"{cfg.method}'s {', '.join(needs_real)} learn from real latents and this run has none: give "
+                         f"--real-latents, or distil from prompts alone with --{cfg.method}.no-adaptive-regression "
+                         f"--{cfg.method}.gan-weight 0 --{cfg.method}.marginal-weight 0 --{cfg.method}.temporal hinge "
+                         f"--{cfg.method}.temporal-weight 0.05 (the paper's temporal loss)")
     ema = (StudentEMA(backend.trainable_parameters(STUDENT), cfg.student_ema, cfg.student_ema_ramp)
            if cfg.student_ema else None)
 

@@ -132,6 +132,13 @@ class AdvConfig:
             raise ValueError(f"regression_fade_steps must be >= 0 (0: no fade), got {self.regression_fade_steps}")
         InterpolatedSimulation(self.interp_switch, self.interp_probability, self.interp_interpolator)  # checks them
 
+    def real_latent_terms(self) -> list[str]:
+        """The terms of these settings that learn from real latents (empty: prompts alone suffice)."""
+        return [name for name, on in (("adaptive regression", self.adaptive_regression), ("GAN", self.gan_weight > 0),
+                                      ("marginal", self.marginal_weight > 0),
+                                      (f"{self.temporal} temporal loss", self.temporal in ("distribution", "anchored")))
+                if on]
+
     def without_real_latents(self) -> "AdvConfig":
         """These settings with every term that learns from real latents switched off: no regression, GAN or
         marginal term, and a temporal loss that needs a reference (``distribution``, ``anchored``) replaced by
