@@ -127,6 +127,22 @@ def test_motion_smoothness_prefers_constant_velocity_to_shuffled_frames():
 # --- colour -----------------------------------------------------------------------------------
 
 
+def test_background_saturation_sees_a_background_drawn_to_grey_and_not_the_shape():
+    clips = _domain_clips()
+    sat = metrics.hsv_saturation(clips)
+    dull = (sat <= metrics.OBJECT_SATURATION).unsqueeze(1)
+    base = metrics.saturation_background(clips)
+    assert base == pytest.approx(float(sat[sat <= metrics.OBJECT_SATURATION].mean()), rel=1e-6) and base > 0
+    # the background's pixels mixed half-way to their grey: their saturation halves
+    grey = clips.mean(1, keepdim=True).expand_as(clips)
+    greyed = torch.where(dull, 0.5 * clips + 0.5 * grey, clips)
+    assert metrics.saturation_background(greyed) < 0.75 * base
+    # the shape darkened (every channel alike keeps its saturation) or recoloured leaves it as it was
+    darker = torch.where(dull, clips, 0.6 * clips)
+    assert metrics.saturation_background(darker) == pytest.approx(base, rel=1e-5)
+    assert metrics.saturation_background(_constant_video((1.0, 0.0, 0.0))) == 0.0  # no dull pixel at all
+
+
 def test_saturation_of_grey_is_zero_and_of_red_is_one():
     grey, red = _constant_video((0.5, 0.5, 0.5)), _constant_video((1.0, 0.0, 0.0))
     assert metrics.saturation_mean(grey) == pytest.approx(0.0, abs=1e-7)

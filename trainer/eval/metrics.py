@@ -42,6 +42,7 @@ METRIC_DIRECTION = {
     "flicker": "higher",
     "saturation_mean": "match",
     "saturation_p95": "match",
+    "saturation_background": "match",
     "colourfulness": "match",
     "colour_hist_distance": "lower",
     "srop": "match",
@@ -293,6 +294,15 @@ def saturation_mean(videos: torch.Tensor) -> float:
     return float(hsv_saturation(videos).mean())
 
 
+def saturation_background(videos: torch.Tensor, object_saturation: float = OBJECT_SATURATION) -> float:
+    """Mean HSV saturation of the pixels at or below ``object_saturation`` (on the toy domain the dull,
+    tinted background; the coloured shape is above it); 0.0 if there are none. "match" the data: says
+    whether a student that loses saturation loses it in its background (drawn towards grey) or its shape."""
+    sat = hsv_saturation(videos)
+    dull = sat <= object_saturation
+    return float(sat[dull].mean()) if bool(dull.any()) else 0.0
+
+
 def saturation_p95(videos: torch.Tensor) -> float:
     """95th percentile of HSV saturation per clip (nearest rank), averaged. "match" the data."""
     sat = hsv_saturation(videos).flatten(1)
@@ -523,6 +533,7 @@ def score_videos(videos: torch.Tensor, attrs: Sequence, data_videos: torch.Tenso
         flicker=temporal_flicker(videos),
         saturation_mean=saturation_mean(videos),
         saturation_p95=saturation_p95(videos),
+        saturation_background=saturation_background(videos),
         colourfulness=colourfulness(videos),
         colour_hist_distance=colour_histogram_distance(videos, data_videos),
         srop=srop(videos),
