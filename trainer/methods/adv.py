@@ -41,6 +41,7 @@ from .gan import FeatureDiscriminator
 
 
 PUBLISHED_TEMPORAL_WEIGHT = 0.05  # the temporal hinge's weight in AdvConfig (and the ablations' anchored variant)
+REFERENCE_TEMPORAL = ("anchored", "distribution")  # temporal losses measured against real latents
 
 
 @dataclass
@@ -136,15 +137,15 @@ class AdvConfig:
         """The terms of these settings that learn from real latents (empty: prompts alone suffice)."""
         return [name for name, on in (("adaptive regression", self.adaptive_regression), ("GAN", self.gan_weight > 0),
                                       ("marginal", self.marginal_weight > 0),
-                                      (f"{self.temporal} temporal loss", self.temporal in ("distribution", "anchored")))
+                                      (f"{self.temporal} temporal loss", self.temporal in REFERENCE_TEMPORAL))
                 if on]
 
     def without_real_latents(self) -> "AdvConfig":
         """These settings with every term that learns from real latents switched off: no regression, GAN or
         marginal term, and a temporal loss that needs a reference (``distribution``, ``anchored``) replaced by
         the published hinge at ``PUBLISHED_TEMPORAL_WEIGHT``. For teachers distilled from prompts alone."""
-        temporal = {} if self.temporal in ("hinge", "none") else {"temporal": "hinge",
-                                                                  "temporal_weight": PUBLISHED_TEMPORAL_WEIGHT}
+        temporal = ({"temporal": "hinge", "temporal_weight": PUBLISHED_TEMPORAL_WEIGHT}
+                    if self.temporal in REFERENCE_TEMPORAL else {})
         return dataclasses.replace(self, adaptive_regression=False, gan_weight=0.0, marginal_weight=0.0, **temporal)
 
     def regression_weight(self, step: int) -> float:
@@ -221,7 +222,7 @@ def frame_difference_w1(x_hat: torch.Tensor, reference: torch.Tensor) -> torch.T
 def _distribution(x_hat, reference, cfg: AdvConfig):
     if reference is None:
         raise ValueError("the frame-difference distribution loss needs real latents as reference")
-    loss = frame_difference_w1(x_hat, reference.detach())
+    loss = frame_difference_w1(x_hat, reference)
     return cfg.temporal_weight * loss, {"temporal": float(loss.detach()), "temporal_active": 1.0}
 
 
@@ -367,7 +368,7 @@ class AdvMethod(DistillMethod):
         real = batch.real_latents
         if real is None:
             raise ValueError("the marginal (sliced W1) term needs real latents: give --real-latents or use the toy domain")
-        varying = int((real.float().movedim(1, -1).reshape(-1, real.shape[1]).std(0) > 0).sum())
+        varying = int(losses.varying_channels(real).sum())
         directions = randn((self.cfg.marginal_slices, varying), batch.generator, x_hat.device)
         return losses.sliced_latent_w1(x_hat, real, directions)
 

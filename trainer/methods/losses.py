@@ -63,6 +63,16 @@ def w1_to_reference(values: torch.Tensor, reference: torch.Tensor) -> torch.Tens
     return (ordered - target).abs().mean()
 
 
+def _per_location(x: torch.Tensor) -> torch.Tensor:
+    """``[B, C, ...]`` -> ``[B * ..., C]``: one row per location, in float."""
+    return x.float().movedim(1, -1).reshape(-1, x.shape[1])
+
+
+def varying_channels(reference: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[C]``: the channels of ``reference`` [B, C, ...] whose values are not all the same."""
+    return _per_location(reference).std(0) > 0
+
+
 def sliced_latent_w1(x: torch.Tensor, reference: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     """W1 between the distributions of per-location latent vectors of ``x`` [B, C, ...] and of ``reference``
     [B', C, ...], along ``directions`` [K, C'] (sliced Wasserstein). Channels are first standardised by the
@@ -72,14 +82,14 @@ def sliced_latent_w1(x: torch.Tensor, reference: torch.Tensor, directions: torch
     if x.shape[1] != reference.shape[1]:
         raise ValueError(f"samples have {x.shape[1]} channels, the reference {reference.shape[1]}")
     with torch.no_grad():
-        ref = reference.float().movedim(1, -1).reshape(-1, reference.shape[1])
+        ref = _per_location(reference)
         mean, std = ref.mean(0), ref.std(0)
-        kept = std > 0
+        kept = std > 0  # varying_channels(reference), from the std already at hand
         if directions.shape[1] != int(kept.sum()):
             raise ValueError(f"{directions.shape[1]}-d directions for {int(kept.sum())} varying channels")
         directions = directions.float() / directions.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
         ref_proj = ((ref[:, kept] - mean[kept]) / std[kept]) @ directions.T
-    flat = x.float().movedim(1, -1).reshape(-1, x.shape[1])
+    flat = _per_location(x)
     kept, mean, std, directions = (t.to(flat.device) for t in (kept, mean, std, directions))
     proj = ((flat[:, kept] - mean[kept]) / std[kept]) @ directions.T
     return w1_to_reference(proj.T, ref_proj.T)
