@@ -118,6 +118,26 @@ def test_one_nested_flag_or_table_key_changes_only_that_setting_of_the_job_defau
         load_config(DistillConfig, parser.parse_args([]), table)
 
 
+def test_changed_flags_parse_back_into_the_changed_settings():
+    """The refusal of a run without real latents names the flags of ``without_real_latents()`` with
+    ``changed_flags``: parsed by the real command line, they must give exactly those settings."""
+    import argparse
+
+    from trainer.config import add_dataclass_flags, changed_flags, load_config
+    from trainer.distill.config import DistillConfig
+
+    main_job = dataclasses.replace(DistillConfig().adv, colour_weight=1.0)
+    bare = main_job.without_real_latents()
+    flags = changed_flags(main_job, bare, "adv")
+    assert "--no-adv.adaptive-regression" in flags and "--adv.colour-weight 0.0" in flags
+    assert changed_flags(main_job, main_job, "adv") == []
+    parser = argparse.ArgumentParser()
+    add_dataclass_flags(parser, DistillConfig)
+    start = ["--adv.colour-weight", "1.0"]
+    parsed = load_config(DistillConfig, parser.parse_args(start + " ".join(flags).split()))
+    assert parsed.adv == bare
+
+
 def test_pyproject_lists_every_package_directory():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     listed = set(project["tool"]["setuptools"]["packages"])

@@ -49,6 +49,24 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") 
             parser.add_argument(flag, dest=dest, type=tp, default=argparse.SUPPRESS, help=help_text)
 
 
+def changed_flags(cfg, other, prefix: str = "") -> list[str]:
+    """The command-line flags that turn dataclass ``cfg`` into ``other`` (same class; scalar fields), in
+    field order: ``--prefix.field-name value``, booleans as ``--[no-]prefix.field-name`` (as
+    ``add_dataclass_flags`` defines them)."""
+    lead = prefix + "." if prefix else ""
+    flags = []
+    for field in dataclasses.fields(cfg):
+        value = getattr(other, field.name)
+        if value == getattr(cfg, field.name):
+            continue
+        name = field.name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"--{'' if value else 'no-'}{lead}{name}")
+        else:
+            flags.append(f"--{lead}{name} {value}")
+    return flags
+
+
 def read_config_file(path: Path) -> dict:
     path = Path(path)
     if not path.exists():

@@ -24,7 +24,7 @@ import torch
 from ..backends.base import STUDENT
 from ..backends.wan_lora import WanLoraBackend
 from ..checkpoint import atomic_torch_save, load_state
-from ..config import config_to_dict
+from ..config import changed_flags, config_to_dict
 from ..lora.inject import LoraSpec
 from ..methods import method_registry
 from ..methods.base import DistillBatch, MethodContext, NonFiniteLoss, StudentSchedule
@@ -175,9 +175,8 @@ def distill(cfg: DistillConfig, stop_check=None, on_step=None, backend=None, dat
     needs_real = method_cfg.real_latent_terms() if hasattr(method_cfg, "real_latent_terms") else []
     if needs_real and not getattr(data, "has_real_latents", True):
         raise ValueError(f"{cfg.method}'s {', '.join(needs_real)} learn from real latents and this run has none: give "
-                         f"--real-latents, or distil from prompts alone with --{cfg.method}.no-adaptive-regression "
-                         f"--{cfg.method}.gan-weight 0 --{cfg.method}.marginal-weight 0 --{cfg.method}.temporal hinge "
-                         f"--{cfg.method}.temporal-weight 0.05 (the paper's temporal loss)")
+                         f"--real-latents, or distil from prompts alone with "
+                         f"{' '.join(changed_flags(method_cfg, method_cfg.without_real_latents(), cfg.method))}")
     ema = (StudentEMA(backend.trainable_parameters(STUDENT), cfg.student_ema, cfg.student_ema_ramp)
            if cfg.student_ema else None)
 
