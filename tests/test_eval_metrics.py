@@ -143,6 +143,28 @@ def test_background_saturation_sees_a_background_drawn_to_grey_and_not_the_shape
     assert metrics.saturation_background(_constant_video((1.0, 0.0, 0.0))) == 0.0  # no dull pixel at all
 
 
+def test_background_tint_is_the_mean_background_colours_spread_and_ignores_shimmer():
+    clips = _domain_clips()
+    sat = metrics.hsv_saturation(clips)
+    dull = (sat <= metrics.OBJECT_SATURATION).unsqueeze(1)
+    base = metrics.tint_background(clips)
+    # by hand for the first clip: its background's mean colour, then |channel - channel mean|
+    colour = torch.stack([clips[0, c][dull[0, 0]].mean() for c in range(3)])
+    first = metrics.tint_background(clips[:1])
+    assert first == pytest.approx(float((colour - colour.mean()).abs().mean()), rel=1e-5) and first > 0
+    # the background mixed half-way to its grey: its tint halves
+    grey = clips.mean(1, keepdim=True).expand_as(clips)
+    greyed = torch.where(dull, 0.5 * clips + 0.5 * grey, clips)
+    assert metrics.tint_background(greyed) == pytest.approx(0.5 * base, rel=0.02)
+    # zero-mean shimmer per pixel, channel and frame raises per-pixel saturation but not the tint
+    g = torch.Generator().manual_seed(0)
+    noise = 0.02 * torch.randn(clips.shape, generator=g)
+    shimmer = torch.where(dull, clips + noise - noise.mean(2, keepdim=True), clips)
+    assert metrics.saturation_background(shimmer) > 1.05 * metrics.saturation_background(clips)
+    assert metrics.tint_background(shimmer) == pytest.approx(base, rel=0.05)
+    assert metrics.tint_background(_constant_video((1.0, 0.0, 0.0))) == 0.0  # no dull pixel at all
+
+
 def test_saturation_of_grey_is_zero_and_of_red_is_one():
     grey, red = _constant_video((0.5, 0.5, 0.5)), _constant_video((1.0, 0.0, 0.0))
     assert metrics.saturation_mean(grey) == pytest.approx(0.0, abs=1e-7)

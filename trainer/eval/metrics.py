@@ -43,6 +43,7 @@ METRIC_DIRECTION = {
     "saturation_mean": "match",
     "saturation_p95": "match",
     "saturation_background": "match",
+    "tint_background": "match",
     "colourfulness": "match",
     "colour_hist_distance": "lower",
     "srop": "match",
@@ -303,6 +304,21 @@ def saturation_background(videos: torch.Tensor, object_saturation: float = OBJEC
     return float(sat[dull].mean()) if bool(dull.any()) else 0.0
 
 
+def tint_background(videos: torch.Tensor, object_saturation: float = OBJECT_SATURATION) -> float:
+    """Per clip, the mean colour of its pixels at or below ``object_saturation`` (its background on the toy
+    domain), then the mean |channel - mean of the channels| of that colour; averaged over the clips that
+    have such pixels (0.0 if none). "match" the data. The background's own tint, measured after averaging
+    over its pixels and frames, so shimmer (which raises per-pixel saturation) does not count: a background
+    drawn towards grey lowers it."""
+    videos = _check_videos(videos).clamp(0.0, 1.0)
+    dull = (hsv_saturation(videos) <= object_saturation).unsqueeze(1).float()  # [B, 1, F, H, W]
+    count = dull.flatten(1).sum(1)
+    colour = (videos * dull).flatten(2).sum(2) / count.clamp_min(1.0)[:, None]  # [B, 3]
+    tint = (colour - colour.mean(1, keepdim=True)).abs().mean(1)
+    has = count > 0
+    return float(tint[has].mean()) if bool(has.any()) else 0.0
+
+
 def saturation_p95(videos: torch.Tensor) -> float:
     """95th percentile of HSV saturation per clip (nearest rank), averaged. "match" the data."""
     sat = hsv_saturation(videos).flatten(1)
@@ -534,6 +550,7 @@ def score_videos(videos: torch.Tensor, attrs: Sequence, data_videos: torch.Tenso
         saturation_mean=saturation_mean(videos),
         saturation_p95=saturation_p95(videos),
         saturation_background=saturation_background(videos),
+        tint_background=tint_background(videos),
         colourfulness=colourfulness(videos),
         colour_hist_distance=colour_histogram_distance(videos, data_videos),
         srop=srop(videos),
