@@ -31,7 +31,7 @@ from trainer.methods.base import (DistillBatch, InterpolatedSimulation, MethodCo
 from trainer.sampling.positions import strided_positions
 from trainer.methods.gan import r1_penalty
 from trainer.methods.gpd import GpdConfig, GpdMethod, fine_sigmas, swapped_weights
-from trainer.methods.losses import clip_means, dmd_loss, spectral_loss, temporal_spectral_loss
+from trainer.methods.losses import dmd_loss, spectral_loss, temporal_spectral_loss
 from trainer.sampling.samplers import sample_stride_flow
 from trainer.toy import codec, domain, text
 from trainer.toy.teacher import TeacherArch, build_diffusers_wan
@@ -298,36 +298,6 @@ def test_adv_gan_head_is_resumed_and_a_state_without_it_is_refused():
     for bad in ({"gan_weight": -1.0}, {"gan_sigma_max": 0.0}, {"gan_sigma_max": 1.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             AdvConfig(**bad)
-
-
-def test_adv_colour_term_waits_for_its_bank_trains_and_resumes_with_it():
-    """The colour bank collects every step's real clip means; the term joins the generator loss once the bank
-    holds 4 clips per varying channel (or is full), changes the student's step, and is resumed with the bank."""
-    base = dict(generator_every=1, regression_weighting="constant", temporal="none", critic_lr=0.0)
-    cfg = AdvConfig(**base, colour_weight=5.0, colour_bank=3)  # full (3 clips) after the second batch of 2
-    method = AdvMethod(MethodContext(make_backend(), SCHEDULE), cfg)
-    first = method.train_step(toy_batch(4), 0)
-    assert "colour" not in first and len(method.colour_bank) == 2
-    second = method.train_step(toy_batch(5), 1)
-    assert second["colour"] > 0 and len(method.colour_bank) == 3
-    assert torch.equal(method.colour_bank.values[-2:], clip_means(toy_batch(5).real_latents))
-
-    fresh = AdvMethod(MethodContext(make_backend(), SCHEDULE), cfg)
-    fresh.load_state_dict(method.state_dict())
-    assert torch.equal(fresh.colour_bank.values, method.colour_bank.values)
-    with pytest.raises(ValueError, match="no colour bank"):
-        fresh.load_state_dict(AdvMethod(MethodContext(make_backend(), SCHEDULE), AdvConfig(**base)).state_dict())
-
-    def student_after(colour_weight):
-        m = AdvMethod(MethodContext(make_backend(), SCHEDULE), AdvConfig(**base, colour_weight=colour_weight,
-                                                                         colour_bank=2))
-        m.train_step(toy_batch(4), 0)
-        return [p.detach().clone() for p in m.student_params]
-
-    assert any(not torch.equal(a, b) for a, b in zip(student_after(0.0), student_after(5.0)))
-    with pytest.raises(ValueError, match="colour term needs real latents"):
-        AdvMethod(MethodContext(make_backend(), SCHEDULE), AdvConfig(**{**base, "adaptive_regression": False},
-                  colour_weight=1.0)).train_step(toy_batch(4, real=False), 0)
 
 
 def test_r1_penalty_matches_the_analytic_gradient_of_the_mean_logit():

@@ -126,14 +126,14 @@ def test_changed_flags_parse_back_into_the_changed_settings():
     from trainer.config import add_dataclass_flags, changed_flags, load_config
     from trainer.distill.config import DistillConfig
 
-    main_job = dataclasses.replace(DistillConfig().adv, colour_weight=1.0)
+    main_job = dataclasses.replace(DistillConfig().adv, marginal_weight=1.0)
     bare = main_job.without_real_latents()
     flags = changed_flags(main_job, bare, "adv")
-    assert "--no-adv.adaptive-regression" in flags and "--adv.colour-weight 0.0" in flags
+    assert "--no-adv.adaptive-regression" in flags and "--adv.marginal-weight 0.0" in flags
     assert changed_flags(main_job, main_job, "adv") == []
     parser = argparse.ArgumentParser()
     add_dataclass_flags(parser, DistillConfig)
-    start = ["--adv.colour-weight", "1.0"]
+    start = ["--adv.marginal-weight", "1.0"]
     parsed = load_config(DistillConfig, parser.parse_args(start + " ".join(flags).split()))
     assert parsed.adv == bare
 

@@ -22,9 +22,6 @@ Generator objective ``L_G = L_DMD + w * L_reg + [L_temp >= hinge] * temporal_wei
   AVDM2 uses), trained on real latents against the student's samples after every critic step. DMD
   matches the teacher; this term pulls towards the data, which a student can then match better than
   its teacher sampled in few steps.
-- optional, not in the paper: ``marginal_weight`` (sliced W1 of per-location latent vectors to the batch's
-  real latents) and ``colour_weight`` (sliced W1 of whitened per-clip channel means to a bank of the last
-  real clips' means, ``bank.StatisticsBank``).
 """
 
 from __future__ import annotations
@@ -40,7 +37,6 @@ from ..backends.base import CRITIC, STUDENT, TEACHER, guided_x0
 from . import losses
 from .base import (DistillBatch, DistillMethod, InterpolatedSimulation, backward_simulation, randn, sample_sigma,
                    student_step_input, velocity_loss_per_sample)
-from .bank import StatisticsBank
 from .gan import FeatureDiscriminator
 
 
@@ -96,12 +92,6 @@ class AdvConfig:
     # which keeps the colours of what the temporal terms make still (a static background drawn to grey); 0: off
     marginal_weight: float = 0.0
     marginal_slices: int = 32
-    # not in the paper: weight of a sliced W1 between the student's clips' channel means and those of the
-    # last ``colour_bank`` real clips, whitened (losses.sliced_clip_colour_w1, ``colour_slices`` directions
-    # per step), against the clip colours DMD's mode seeking draws together (a tinted background to grey); 0: off
-    colour_weight: float = 0.0
-    colour_bank: int = 256
-    colour_slices: int = 32
     spatial_window: int = 3
     # "hinge" (published), "anchored" (data-anchored frame-difference energy), "distribution" (not in the
     # paper: W1 between the |frame difference| distributions of student samples and real latents), "none"
@@ -139,12 +129,6 @@ class AdvConfig:
             raise ValueError(f"marginal_weight must be >= 0 (0: off), got {self.marginal_weight}")
         if self.marginal_slices < 1:
             raise ValueError(f"marginal_slices must be >= 1, got {self.marginal_slices}")
-        if not self.colour_weight >= 0:
-            raise ValueError(f"colour_weight must be >= 0 (0: off), got {self.colour_weight}")
-        if self.colour_bank < 2:
-            raise ValueError(f"colour_bank must be >= 2 clips, got {self.colour_bank}")
-        if self.colour_slices < 1:
-            raise ValueError(f"colour_slices must be >= 1, got {self.colour_slices}")
         if self.regression_fade_steps < 0:
             raise ValueError(f"regression_fade_steps must be >= 0 (0: no fade), got {self.regression_fade_steps}")
         InterpolatedSimulation(self.interp_switch, self.interp_probability, self.interp_interpolator)  # checks them
@@ -152,18 +136,17 @@ class AdvConfig:
     def real_latent_terms(self) -> list[str]:
         """The terms of these settings that learn from real latents (empty: prompts alone suffice)."""
         return [name for name, on in (("adaptive regression", self.adaptive_regression), ("GAN", self.gan_weight > 0),
-                                      ("marginal", self.marginal_weight > 0), ("colour", self.colour_weight > 0),
+                                      ("marginal", self.marginal_weight > 0),
                                       (f"{self.temporal} temporal loss", self.temporal in REFERENCE_TEMPORAL))
                 if on]
 
     def without_real_latents(self) -> "AdvConfig":
-        """These settings with every term that learns from real latents switched off: no regression, GAN,
-        marginal or colour term, and a temporal loss that needs a reference (``distribution``, ``anchored``) replaced by
+        """These settings with every term that learns from real latents switched off: no regression, GAN or
+        marginal term, and a temporal loss that needs a reference (``distribution``, ``anchored``) replaced by
         the published hinge at ``PUBLISHED_TEMPORAL_WEIGHT``. For teachers distilled from prompts alone."""
         temporal = ({"temporal": "hinge", "temporal_weight": PUBLISHED_TEMPORAL_WEIGHT}
                     if self.temporal in REFERENCE_TEMPORAL else {})
-        return dataclasses.replace(self, adaptive_regression=False, gan_weight=0.0, marginal_weight=0.0,
-                                   colour_weight=0.0, **temporal)
+        return dataclasses.replace(self, adaptive_regression=False, gan_weight=0.0, marginal_weight=0.0, **temporal)
 
     def regression_weight(self, step: int) -> float:
         """L_reg's weight at training step ``step`` (0-based)."""
@@ -329,7 +312,6 @@ class AdvMethod(DistillMethod):
                                                                   betas=cfg.betas, weight_decay=cfg.weight_decay)
         # running average of the regression loss per student step index (-1: not seen yet)
         self.regression_ema = torch.full((self.schedule.steps,), -1.0)
-        self.colour_bank = StatisticsBank(cfg.colour_bank) if cfg.colour_weight > 0 else None
 
     def optimizers(self):
         return self._optimizers
@@ -338,8 +320,6 @@ class AdvMethod(DistillMethod):
         state = {"regression_ema": self.regression_ema.clone()}
         if self.discriminator is not None:
             state["head"] = {k: v.detach().cpu().clone() for k, v in self.discriminator.head.state_dict().items()}
-        if self.colour_bank is not None:
-            state["colour_bank"] = self.colour_bank.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -348,10 +328,6 @@ class AdvMethod(DistillMethod):
             if "head" not in state:
                 raise ValueError("this resume state has no discriminator head: it was saved with gan_weight 0")
             self.discriminator.head.load_state_dict(state["head"])
-        if self.colour_bank is not None:
-            if "colour_bank" not in state:
-                raise ValueError("this resume state has no colour bank: it was saved with colour_weight 0")
-            self.colour_bank.load_state_dict(state["colour_bank"])
 
     # -- losses
     def dmd_loss(self, x_hat: torch.Tensor, batch: DistillBatch) -> tuple[torch.Tensor, dict]:
@@ -395,21 +371,6 @@ class AdvMethod(DistillMethod):
         varying = int(losses.varying_channels(real).sum())
         directions = randn((self.cfg.marginal_slices, varying), batch.generator, x_hat.device)
         return losses.sliced_latent_w1(x_hat, real, directions)
-
-    def colour_loss(self, x_hat: torch.Tensor, batch: DistillBatch) -> torch.Tensor | None:
-        """``losses.sliced_clip_colour_w1`` of the student's samples to the colour bank, after adding the
-        batch's real clips to it; None until the bank holds ``4 x`` as many clips as the latents have
-        varying channels (fewer make a poor covariance to whiten by)."""
-        real = batch.real_latents
-        if real is None:
-            raise ValueError("the colour term needs real latents: give --real-latents or use the toy domain")
-        self.colour_bank.add(losses.clip_means(real))
-        bank = self.colour_bank.values
-        varying = int((bank.std(0) > 0).sum()) if len(self.colour_bank) > 1 else 0
-        if varying == 0 or len(self.colour_bank) < min(self.colour_bank.size, 4 * varying):
-            return None
-        directions = randn((self.cfg.colour_slices, varying), batch.generator, x_hat.device)
-        return losses.sliced_clip_colour_w1(x_hat, bank, directions)
 
     @property
     def regression_step_range(self) -> tuple[int, int]:
@@ -462,11 +423,6 @@ class AdvMethod(DistillMethod):
                 marginal = self.marginal_loss(x_hat, batch)
                 loss = loss + self.cfg.marginal_weight * marginal
                 metrics["marginal"] = float(marginal.detach())
-            if self.colour_bank is not None:
-                colour = self.colour_loss(x_hat, batch)
-                if colour is not None:
-                    loss = loss + self.cfg.colour_weight * colour
-                    metrics["colour"] = float(colour.detach())
             temp, parts = TEMPORAL_LOSSES[self.cfg.temporal](x_hat, batch.real_latents, self.cfg)
             loss = loss + temp
             metrics.update(parts)

@@ -9,9 +9,8 @@
   by a radial high-pass ``(|omega| / omega_max)^gamma``, optionally times detached focal weights
   ``|dF|^alpha`` (Focal Frequency Loss), and the same over the frame axis alone.
 - ``discriminator_loss`` / ``generator_adversarial_loss``: the non-saturating GAN pair.
-- ``w1_to_reference`` / ``sliced_latent_w1`` / ``sliced_clip_colour_w1``: 1-D Wasserstein-1 distances
-  of sample values to a reference's (per row), over random projections of per-location latent vectors,
-  and over random projections of whitened per-clip channel means (the clips' colours).
+- ``w1_to_reference`` / ``sliced_latent_w1``: 1-D Wasserstein-1 distances of sample values to a
+  reference's (per row), and over random projections of per-location latent vectors.
 """
 
 from __future__ import annotations
@@ -74,37 +73,6 @@ def varying_channels(reference: torch.Tensor) -> torch.Tensor:
     return _per_location(reference).std(0) > 0
 
 
-def _projected(points: torch.Tensor, reference: torch.Tensor, directions: torch.Tensor,
-               whiten: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``points`` [N, C] (with a graph) and ``reference`` [M, C] projected on ``directions`` [K, C'] after a
-    normalisation fitted on the reference: per-channel mean and standard deviation, or (``whiten``) its mean
-    and inverse covariance square root, so that a direction of small spread (a tint against a brightness
-    that varies a lot) weighs as much as any other. Channels the reference holds constant (C - C' of them)
-    are left out. Returns the projections [K, N] and [K, M]."""
-    if points.shape[1] != reference.shape[1]:
-        raise ValueError(f"samples have {points.shape[1]} channels, the reference {reference.shape[1]}")
-    with torch.no_grad():
-        ref = reference.float()
-        std = ref.std(0)
-        kept = std > 0  # varying_channels(reference), from the std already at hand
-        if directions.shape[1] != int(kept.sum()):
-            raise ValueError(f"{directions.shape[1]}-d directions for {int(kept.sum())} varying channels")
-        ref = ref[:, kept]
-        mean = ref.mean(0)
-        if whiten:
-            values, vectors = torch.linalg.eigh(torch.cov(ref.T).reshape(ref.shape[1], ref.shape[1]))
-            floor = 1e-3 * values.clamp_min(0).mean().clamp_min(1e-12)  # a ridge for directions it barely spans
-            transform = vectors @ torch.diag(values.clamp_min(0).add(floor).rsqrt()) @ vectors.T
-        else:
-            transform = torch.diag(1.0 / std[kept])
-        directions = directions.float() / directions.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
-        project = transform @ directions.T  # [C', K]
-        ref_proj = (ref - mean) @ project
-    flat = points.float()
-    kept, mean, project = (t.to(flat.device) for t in (kept, mean, project))
-    return ((flat[:, kept] - mean) @ project).T, ref_proj.T
-
-
 def sliced_latent_w1(x: torch.Tensor, reference: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     """W1 between the distributions of per-location latent vectors of ``x`` [B, C, ...] and of ``reference``
     [B', C, ...], along ``directions`` [K, C'] (sliced Wasserstein). Channels are first standardised by the
@@ -113,24 +81,18 @@ def sliced_latent_w1(x: torch.Tensor, reference: torch.Tensor, directions: torch
     channel keeps its spread while the channels' joint (a pixel's chroma) narrows."""
     if x.shape[1] != reference.shape[1]:
         raise ValueError(f"samples have {x.shape[1]} channels, the reference {reference.shape[1]}")
-    proj, ref_proj = _projected(_per_location(x), _per_location(reference), directions, whiten=False)
-    return w1_to_reference(proj, ref_proj)
-
-
-def clip_means(x: torch.Tensor) -> torch.Tensor:
-    """``[B, C, ...]`` -> ``[B, C]``: each clip's mean per channel (its global colour, in latent space)."""
-    return x.float().flatten(2).mean(2)
-
-
-def sliced_clip_colour_w1(x: torch.Tensor, reference_means: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-    """W1 between the distribution of the clips' channel means (``clip_means``) of ``x`` [B, C, ...] and the
-    reference clip means ``reference_means`` [M, C], along ``directions`` [K, C'] in the space whitened by
-    the reference's covariance (channels it holds constant left out). A student whose clips' colours
-    collapse towards their average (tinted backgrounds drawn to grey, as mode-seeking DMD does to what the
-    prompt leaves open) is further from the reference along the tint directions, which whitening makes as
-    visible as brightness."""
-    proj, ref_proj = _projected(clip_means(x), reference_means, directions, whiten=True)
-    return w1_to_reference(proj, ref_proj)
+    with torch.no_grad():
+        ref = _per_location(reference)
+        mean, std = ref.mean(0), ref.std(0)
+        kept = std > 0  # varying_channels(reference), from the std already at hand
+        if directions.shape[1] != int(kept.sum()):
+            raise ValueError(f"{directions.shape[1]}-d directions for {int(kept.sum())} varying channels")
+        directions = directions.float() / directions.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
+        ref_proj = ((ref[:, kept] - mean[kept]) / std[kept]) @ directions.T
+    flat = _per_location(x)
+    kept, mean, std, directions = (t.to(flat.device) for t in (kept, mean, std, directions))
+    proj = ((flat[:, kept] - mean[kept]) / std[kept]) @ directions.T
+    return w1_to_reference(proj.T, ref_proj.T)
 
 
 # ---- frequency-domain constraint
