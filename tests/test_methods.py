@@ -1,9 +1,7 @@
-"""Distillation methods on a tiny random Wan with real LoRA adapters (no mocks, CPU, seconds).
-
-A shared contract for every method (one step trains the student LoRA and never the base, finite
-float metrics, roles enforced, an exact resume), then what is particular to GPD (stages, CFG
-annealing, the online target against direct computations, the frequency losses) and to AVDM2
-(feature taps, gradients through the frozen teacher, a discriminator that learns).
+"""Distillation methods on a tiny random Wan with real LoRA adapters (no mocks, CPU, seconds): a shared
+contract for every method (one step trains the student LoRA and never the base, finite float metrics, roles
+enforced, an exact resume), then ADV's terms against direct computations. GPD and AVDM2 have their own
+files (test_method_gpd.py, test_method_avdm2.py); the shared tiny Wan is in method_harness.py.
 """
 
 from __future__ import annotations
@@ -17,74 +15,22 @@ import torch
 
 from trainer import flow
 from trainer.sampling import analytic
-from trainer.backends.base import CRITIC, STUDENT, TEACHER, as_kdiffusion_model
-from trainer.backends.wan_lora import WanLoraBackend
+from trainer.backends.base import CRITIC, STUDENT, TEACHER
 from trainer.distill.config import DistillConfig
 from trainer.distill.loop import adapter_state, load_adapter_state
-from trainer.lora.inject import LoraSpec
 from trainer.methods import method_registry
 from trainer.methods.adv import AdvConfig, AdvMethod
-from trainer.methods.avdm2 import (Avdm2Config, Avdm2Method, TeacherFeatures, default_feature_blocks,
-                                   tokens_to_grid)
-from trainer.methods.base import (DistillBatch, InterpolatedSimulation, MethodContext, StudentSchedule,
-                                  backward_simulation, randn, sample_sigma, student_step_input)
+from trainer.methods.avdm2 import Avdm2Config
+from trainer.methods.base import (DistillBatch, InterpolatedSimulation, MethodContext, StudentSchedule, randn,
+                                  sample_sigma, student_step_input)
 from trainer.sampling.positions import strided_positions
 from trainer.methods.gan import r1_penalty
-from trainer.methods.gpd import GpdConfig, GpdMethod, fine_sigmas, swapped_weights
-from trainer.methods.losses import dmd_loss, spectral_loss, temporal_spectral_loss
+from trainer.methods.gpd import GpdConfig, GpdMethod
+from trainer.methods.losses import dmd_loss
 from trainer.sampling.samplers import sample_stride_flow
-from trainer.toy import codec, domain, text
-from trainer.toy.teacher import TeacherArch, build_diffusers_wan
 
-SHAPE = (2, 16, 3, 8, 8)  # [B, C, F, H, W]: 3 frames of 4x4 tokens
-SCHEDULE = StudentSchedule((1000.0, 757.0, 522.0), 5.0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def make_backend(lora_seed: int = 0, critic: bool = True) -> WanLoraBackend:
-    """The same random teacher every time; the LoRA initialisation follows ``lora_seed``."""
-    torch.manual_seed(0)
-    model = build_diffusers_wan(TeacherArch(num_heads=1, num_layers=2, ffn_dim=128))
-    torch.manual_seed(lora_seed)
-    spec = LoraSpec(rank=4, alpha=4.0)
-    return WanLoraBackend(model, spec, spec if critic else None)
-
-
-def toy_batch(seed: int, real: bool = True) -> DistillBatch:
-    """Toy-domain prompts and clips, cropped to SHAPE (the codec fixes 32x32 clips)."""
-    videos, attrs = domain.make_batch(SHAPE[0], seed=seed)
-    context = text.encode_prompts([a.prompt for a in attrs])
-    latents = codec.encode(videos)[:, :, :SHAPE[2], :SHAPE[3], :SHAPE[4]].contiguous()
-    return DistillBatch(context, text.encode_prompts([""] * SHAPE[0]), SHAPE, latents if real else None,
-                        torch.Generator().manual_seed(1000 + seed))
-
-
-def base_state(backend) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in backend.model.named_parameters() if "lora_" not in n}
-
-
-def lora_state(backend, role) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in backend.trainable_parameters(role)]
-
-
-CONFIGS = {
-    "adv": lambda: AdvConfig(generator_lr=1e-3, critic_lr=1e-3, generator_every=1),
-    "gpd": lambda: GpdConfig(lr=1e-3, num_stages=2, stage_steps=2),
-    "avdm2": lambda: Avdm2Config(generator_lr=1e-3, discriminator_lr=1e-3, critic_lr=1e-3, warmup_steps=0,
-                                 feature_blocks=(0, 1), head_channels=8),
-}
-
-
-def build(name: str, backend=None):
-    backend = backend or make_backend()
-    return method_registry()[name](MethodContext(backend, SCHEDULE), CONFIGS[name]())
+from method_harness import SHAPE, SCHEDULE, build, make_backend, toy_batch, base_state, lora_state, CONFIGS
+from method_harness import one_thread  # noqa: F401 (module-scoped autouse fixture: one CPU thread)
 
 
 # ---- the shared contract
@@ -581,142 +527,7 @@ def test_adv_rejects_an_unknown_regression_target():
         AdvConfig(regression_target="latents")
 
 
-# ---- GPD
-
-def test_gpd_stages_jumps_and_cfg_annealing():
-    cfg = GpdConfig(num_stages=4, stage_steps=10)
-    assert [cfg.stage_of(s) for s in (0, 9, 10, 19, 20, 30, 39, 40, 10_000)] == [0, 0, 1, 1, 2, 3, 3, 3, 3]
-    assert [cfg.jump(s) for s in range(4)] == [1, 2, 4, 8]
-    assert cfg.teacher_cfg(0) == 6.0 and cfg.teacher_cfg(3) == 1.5
-    assert cfg.teacher_cfg(1) == pytest.approx(4.5) and cfg.teacher_cfg(2) == pytest.approx(3.0)
-    assert GpdConfig(num_stages=1).teacher_cfg(0) == 6.0
-    # the fine grid holds every student sigma; the last stage's jumps are the student's own steps
-    grid = fine_sigmas(SCHEDULE, cfg.fine_per_student_interval)
-    assert len(grid) == SCHEDULE.steps * 8 + 1
-    assert torch.allclose(grid[::cfg.jump(3)], SCHEDULE.sigmas, atol=1e-6)
-    assert (grid[1:] < grid[:-1]).all() and grid[-1] == 0
-
-
-def test_gpd_default_stage_length_fits_every_stage_into_the_run():
-    auto = GpdConfig(num_stages=4)
-    with pytest.raises(ValueError, match="for_run"):
-        auto.stage_of(0)
-    fitted = auto.for_run(400)
-    assert fitted.stage_steps == 100
-    assert [fitted.stage_of(s) for s in (0, 99, 100, 299, 300, 399)] == [0, 0, 1, 2, 3, 3]
-    assert GpdConfig(num_stages=4, stage_steps=150).for_run(400).stage_steps == 150  # explicit lengths are kept
-    assert GpdConfig(num_stages=4).for_run(2).stage_steps == 1
-
-
-def test_gpd_train_step_reports_stage_and_cfg_at_boundaries():
-    method = GpdMethod(MethodContext(make_backend(), SCHEDULE), GpdConfig(num_stages=3, stage_steps=1))
-    seen = [method.train_step(toy_batch(s), s) for s in range(3)]
-    assert [m["stage"] for m in seen] == [0.0, 1.0, 2.0]
-    assert [m["teacher_cfg"] for m in seen] == [6.0, 3.75, 1.5]
-    assert [m["jump"] for m in seen] == [1.0, 2.0, 4.0]
-    assert method.previous_student is not None
-
-
-def test_gpd_first_stage_target_is_the_teachers_multistep_solution():
-    backend = make_backend()
-    method = GpdMethod(MethodContext(backend, SCHEDULE), GpdConfig(num_stages=2, first_stage_jump=2))
-    batch = toy_batch(2)
-    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(3))
-    sigmas = method.sigmas
-    for index in (0, len(sigmas) - 3):  # from pure noise, and the last jump that lands on sigma 0
-        target = method.target_end(x, index, 0, batch)
-        # the same two CFG teacher steps through an independent code path: the DDIM (= Euler) sampler
-        teacher = as_kdiffusion_model(backend.view(TEACHER), batch.context, batch.negative, cfg=6.0)
-        direct = sample_stride_flow(teacher, x, sigmas[index:index + 3], order=1)
-        assert torch.allclose(target, direct, atol=1e-5), (target - direct).abs().max()
-        unguided = sample_stride_flow(as_kdiffusion_model(backend.view(TEACHER), batch.context),
-                                      x, sigmas[index:index + 3], order=1)
-        assert not torch.allclose(target, unguided, atol=1e-3)  # the guidance is really applied
-
-
-def test_gpd_later_stage_target_uses_the_frozen_previous_student_then_the_teacher():
-    backend = make_backend()
-    method = GpdMethod(MethodContext(backend, SCHEDULE), GpdConfig(num_stages=3))
-    params = backend.trainable_parameters(STUDENT)
-    gen = torch.Generator().manual_seed(4)
-    frozen = [torch.randn(p.shape, generator=gen) * 0.05 for p in params]
-    live = [torch.randn(p.shape, generator=gen) * 0.05 for p in params]
-    method.previous_student = frozen
-    with torch.no_grad():
-        for p, value in zip(params, live):
-            p.copy_(value)
-    batch, stage, index = toy_batch(3), 2, 4
-    x = torch.randn(SHAPE, generator=gen)
-    target = method.target_end(x, index, stage, batch)
-    assert all(torch.equal(p, value) for p, value in zip(params, live)), "live student weights not restored"
-
-    sigmas, k, cfg = method.sigmas, 4, method.cfg.teacher_cfg(stage)
-    with torch.no_grad(), swapped_weights(params, frozen):
-        y = x
-        for m in range(index, index + k - 1):
-            v = backend.predict_velocity(y, sigmas[m].expand(2), batch.context, STUDENT)
-            y = y + (sigmas[m + 1] - sigmas[m]) * v
-    teacher = as_kdiffusion_model(backend.view(TEACHER), batch.context, batch.negative, cfg=cfg)
-    direct = sample_stride_flow(teacher, y, sigmas[index + k - 1:index + k + 1], order=1)
-    assert torch.allclose(target, direct, atol=1e-5)
-    with torch.no_grad(), swapped_weights(params, live):  # with the live student instead it differs
-        z = x
-        for m in range(index, index + k - 1):
-            z = z + (sigmas[m + 1] - sigmas[m]) * backend.predict_velocity(z, sigmas[m].expand(2), batch.context,
-                                                                           STUDENT)
-    assert not torch.allclose(target, sample_stride_flow(teacher, z, sigmas[index + k - 1:index + k + 1], order=1),
-                              atol=1e-4)
-
-
-def test_gpd_real_start_point_needs_real_latents():
-    method = GpdMethod(MethodContext(make_backend(), SCHEDULE), GpdConfig(start_point="real", stage_steps=150))
-    with pytest.raises(ValueError, match="real latents"):
-        method.train_step(toy_batch(0, real=False), 0)
-    assert math.isfinite(method.train_step(toy_batch(0), 0)["loss"])
-
-
-def _wave(freq_w: int, shape=(1, 2, 4, 16, 16)) -> torch.Tensor:
-    w = torch.arange(shape[-1], dtype=torch.float32)
-    return torch.cos(2 * math.pi * freq_w * w / shape[-1]).expand(shape).clone()
-
-
-def test_frequency_loss_zero_parseval_and_high_pass():
-    x = torch.randn(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(0))
-    assert spectral_loss(x, x.clone()) == 0 and temporal_spectral_loss(x, x.clone()) == 0
-    y = torch.randn_like(x)
-    # gamma 0, no focal weights: the orthonormal FFT keeps energy, the loss is the plain MSE
-    assert float(spectral_loss(x, y, gamma=0.0)) == pytest.approx(float((x - y).pow(2).mean()), rel=1e-5)
-    # same pixel energy, 7 cycles vs 1 cycle across the width: the loss scales as (7/1)^(2 gamma)
-    zero = torch.zeros(1, 2, 4, 16, 16)
-    low, high = _wave(1), _wave(7)
-    assert float(low.pow(2).mean()) == pytest.approx(float(high.pow(2).mean()))
-    for gamma in (0.5, 1.0, 2.0):
-        ratio = spectral_loss(high, zero, gamma) / spectral_loss(low, zero, gamma)
-        assert float(ratio) == pytest.approx(7 ** (2 * gamma), rel=1e-4)
-    # a difference that is constant in space and time is pure DC: no high-pass weight at all
-    assert float(spectral_loss(zero + 1.0, zero, 1.0)) == pytest.approx(0.0, abs=1e-10)
-    # focal weights (detached, max 1) can only lower it and keep zero at zero
-    assert 0 < float(spectral_loss(x, y, 1.0, focal_alpha=1.0)) < float(spectral_loss(x, y, 1.0))
-
-
-def test_temporal_frequency_term_sees_frame_order_not_static_offsets():
-    x = torch.randn(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
-    swapped = x[:, :, [1, 0, 2, 3]]
-    assert float(temporal_spectral_loss(swapped, x)) > 1e-3
-    assert float(temporal_spectral_loss(x + 0.7, x)) == pytest.approx(0.0, abs=1e-10)  # same on every frame
-    # slow (1 cycle over 8 frames) vs fast (3 cycles) flicker of equal energy: high-pass in time
-    t = torch.arange(8, dtype=torch.float32).view(1, 1, 8, 1, 1)
-    slow = torch.cos(2 * math.pi * t / 8).expand(1, 1, 8, 2, 2)
-    fast = torch.cos(2 * math.pi * 3 * t / 8).expand(1, 1, 8, 2, 2)
-    zero = torch.zeros(1, 1, 8, 2, 2)
-    ratio = temporal_spectral_loss(fast, zero) / temporal_spectral_loss(slow, zero)
-    assert float(ratio) == pytest.approx(9.0, rel=1e-4)
-    # one frame: nothing temporal to compare
-    assert float(temporal_spectral_loss(x[:, :, :1] + 1, x[:, :, :1])) == 0.0
-
-
 def test_adv_without_real_latents_switches_off_every_term_that_needs_them():
-    from trainer.distill.config import DistillConfig
     from trainer.methods.adv import PUBLISHED_TEMPORAL_WEIGHT
 
     main_job = DistillConfig().adv
@@ -734,116 +545,3 @@ def test_adv_without_real_latents_switches_off_every_term_that_needs_them():
     method = AdvMethod(MethodContext(backend, SCHEDULE), dataclasses.replace(bare, generator_every=1))
     metrics = method.train_step(toy_batch(0, real=False), 0)
     assert "reg" not in metrics and "adv_g" not in metrics and math.isfinite(metrics["generator_loss"])
-
-
-# ---- AVDM2
-
-def test_default_feature_blocks_spread_over_the_first_half():
-    assert default_feature_blocks(30) == (4, 9, 14)
-    assert default_feature_blocks(40) == (6, 13, 19)
-    assert default_feature_blocks(6) == (0, 1, 2)
-    assert default_feature_blocks(2) == (0,)
-
-
-def test_patch_size_is_read_from_diffusers_config_or_a_comfy_style_attribute():
-    from trainer.methods.gan import patch_size
-
-    assert patch_size(build_diffusers_wan(TeacherArch(num_heads=1, num_layers=1, ffn_dim=64))) == (1, 2, 2)
-    comfy_style = torch.nn.Module()
-    comfy_style.patch_size = (1, 2, 2)  # ComfyUI's WanModel keeps it as a plain attribute, with no config
-    assert patch_size(comfy_style) == (1, 2, 2)
-    with pytest.raises(ValueError, match="no patch size"):
-        patch_size(torch.nn.Linear(2, 2))
-
-
-def test_tokens_to_grid_inverts_the_patch_embedding_flatten():
-    grid = torch.randn(2, 5, 3, 4, 6)
-    assert torch.equal(tokens_to_grid(grid.flatten(2).transpose(1, 2), (3, 4, 6)), grid)
-
-
-def test_discriminator_sees_three_scales_and_skips_the_rest_of_the_teacher():
-    method = build("avdm2")
-    backend, model = method.backend, method.backend.model
-    assert len(method.features) == 3 and len(method.head.branches) == 3
-    assert [name for name, _ in method.features.taps] == ["patch_embedding", "blocks.0", "blocks.1"]
-    x, sigma, context = torch.randn(SHAPE), torch.full((2,), 0.3), toy_batch(0).context
-    features = method.features(backend, x, sigma, context)
-    assert [tuple(f.shape) for f in features] == [(2, 128, 3, 4, 4)] * 3
-    assert torch.allclose(features[0], model.patch_embedding(x))
-    assert method.head(features).shape == (2, 1, 3, 4, 4)
-
-    calls = {"blocks.0": 0, "blocks.1": 0}
-    handles = [model.blocks[i].register_forward_hook(
-        lambda *_a, key=f"blocks.{i}": calls.__setitem__(key, calls[key] + 1)) for i in (0, 1)]
-    try:
-        shallow = TeacherFeatures(model, (0,))
-        assert len(shallow(backend, x, sigma, context)) == 2
-        assert calls == {"blocks.0": 1, "blocks.1": 0}  # stopped after the deepest tap
-    finally:
-        for handle in handles:
-            handle.remove()
-    assert not model.blocks[1]._forward_pre_hooks and not model.blocks[0]._forward_hooks  # hooks removed
-    # the forward that was cut short left the teacher and the adapters usable
-    full = backend.predict_x0(x, sigma, context, STUDENT)
-    assert torch.isfinite(full).all()
-    with pytest.raises(ValueError, match="do not exist"):
-        TeacherFeatures(model, (2,))
-
-
-def test_avdm2_generator_gradient_reaches_the_student_through_the_frozen_teacher():
-    method = build("avdm2")
-    backend, batch = method.backend, toy_batch(0)
-    method.cfg.sdm_weight = 0.0  # the adversarial term alone
-    x_hat, _ = backward_simulation(backend, batch, SCHEDULE, exit_index=1)
-    loss, metrics = method.generator_loss(x_hat, batch)
-    assert set(metrics) == {"adv_g"}
-    (grad_x,) = torch.autograd.grad(loss, x_hat, retain_graph=True)
-    assert grad_x.abs().sum() > 0
-    loss.backward()
-    student = backend.trainable_parameters(STUDENT)
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student)
-    assert all(p.grad is None for p in method.head.parameters())  # the generator step leaves D alone
-    assert all(p.grad is None for p in backend.trainable_parameters(CRITIC))
-    assert all(p.requires_grad for p in method.head.parameters())
-    # the 2-D score distribution matching term alone also trains the student
-    for p in student:
-        p.grad = None
-    method.cfg.sdm_weight, method.cfg.gan_weight = 1.0, 0.0
-    x_hat, _ = backward_simulation(backend, batch, SCHEDULE, exit_index=0)
-    loss, metrics = method.generator_loss(x_hat, batch)
-    assert set(metrics) == {"sdm", "sdm_grad_norm"} and metrics["sdm"] > 0
-    loss.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student)
-
-
-def test_avdm2_frames_as_videos_picks_distinct_real_frames():
-    method = build("avdm2")
-    batch = toy_batch(0)
-    x = torch.arange(SHAPE[2], dtype=torch.float32).view(1, 1, -1, 1, 1).expand(SHAPE).clone()
-    x = x + 10 * torch.arange(SHAPE[0], dtype=torch.float32).view(-1, 1, 1, 1, 1)
-    frames, context, negative = method.frames_as_videos(x, batch)
-    k = method.cfg.sdm_frames
-    assert frames.shape == (SHAPE[0] * k, SHAPE[1], 1, SHAPE[3], SHAPE[4])
-    ids = frames[:, 0, 0, 0, 0].view(SHAPE[0], k)
-    for b in range(SHAPE[0]):
-        assert len(set(ids[b].tolist())) == k and all(10 * b <= v < 10 * b + SHAPE[2] for v in ids[b].tolist())
-    assert torch.equal(context, batch.context.repeat_interleave(k, 0)) and negative.shape == context.shape
-
-
-def test_avdm2_needs_real_latents():
-    method = build("avdm2")
-    with pytest.raises(ValueError, match="real video latents"):
-        method.train_step(toy_batch(0, real=False), 0)
-
-
-def test_avdm2_discriminator_learns_a_separable_pair():
-    cfg = Avdm2Config(discriminator_lr=1e-2, warmup_steps=0, feature_blocks=(0, 1), head_channels=8)
-    method = Avdm2Method(MethodContext(make_backend(), SCHEDULE), cfg)
-    batch = toy_batch(0)
-    real, fake = torch.full(SHAPE, 1.0), torch.full(SHAPE, -1.0)
-    losses = []
-    for _ in range(10):
-        loss, _ = method.discriminator_loss(real, fake, batch)
-        losses.append(float(loss.detach()))
-        method._step("discriminator", loss, method.head_params, 0.0)
-    assert losses[-1] < 0.5 * losses[0], losses
