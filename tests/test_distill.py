@@ -3,6 +3,7 @@ and data-parallel training under ``accelerate launch`` with two CPU processes.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -185,6 +186,16 @@ def test_bench_distill_keeps_measured_rows_across_a_rerun(tmp_path, tiny_teacher
                               rows_file=rows_file)
     assert third["rows"][3]["fd"] != 12345.0
     assert [json.loads(line).get("key") for line in rows_file.read_text().splitlines()[1:]] == ["teacher", "adv"]
+
+
+def test_bench_distill_settings_leave_out_threads_and_progress_but_not_the_budget(tmp_path, tiny_teacher):
+    from trainer.bench.distill import bench_settings
+
+    base = tiny_config(tmp_path, tiny_teacher, steps=1, batch_size=1)
+    settings = bench_settings(base, 1, None)
+    assert bench_settings(dataclasses.replace(base, threads=1, progress=True), 1, None) == settings
+    assert bench_settings(dataclasses.replace(base, steps=2), 1, None) != settings
+    assert bench_settings(base, 2, None) != settings
 
 
 def test_terms_that_learn_from_real_latents_are_refused_before_training_without_them(tmp_path, tiny_teacher):

@@ -52,14 +52,19 @@ def variant_config(base, name: str, state_root: Path):
 
 
 def bench_settings(base, repeats: int, max_clips: int | None) -> dict:
-    """What decides every row besides the variant: rows measured under other settings are not reused."""
+    """What decides every row besides the variant: rows measured under other settings are not reused.
+
+    Left out: where outputs go, the progress bar and the thread count. Threads change only the order of
+    floating-point sums (rows measured with one or two agree to rounding, which a 600-step run can carry
+    into its last digits), so a rerun with another ``--threads`` keeps the hours of rows already measured."""
     from ..config import config_to_dict
     from ..eval.reference import file_sha256
     from ..toy.teacher import teacher_path
 
     teacher = teacher_path(base.teacher)
     digest = file_sha256(teacher) if teacher.is_file() else None
-    return {"config": config_to_dict(dataclasses.replace(base, out=Path("."), state_dir=None, progress=False)),
+    unmeasured = {"out": Path("."), "state_dir": None, "progress": False, "threads": 0}
+    return {"config": config_to_dict(dataclasses.replace(base, **unmeasured)),
             "teacher_sha256": digest, "repeats": repeats, "max_clips": max_clips}
 
 
