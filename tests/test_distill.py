@@ -188,6 +188,16 @@ def test_bench_distill_keeps_measured_rows_across_a_rerun(tmp_path, tiny_teacher
     assert [json.loads(line).get("key") for line in rows_file.read_text().splitlines()[1:]] == ["teacher", "adv"]
 
 
+def test_bench_distill_does_not_score_a_variant_whose_training_was_stopped(tmp_path, tiny_teacher):
+    from trainer.bench.distill import BenchStopped, run_distill_bench
+
+    rows_file = tmp_path / "rows.jsonl"
+    base = tiny_config(tmp_path, tiny_teacher, steps=3, batch_size=1)
+    with pytest.raises(BenchStopped, match="stopped during 'adv' at step 1 of 3.*rerun the same command"):
+        run_distill_bench(base, ["adv"], max_clips=4, rows_file=rows_file, stop_check=lambda: True)
+    assert [json.loads(line).get("key") for line in rows_file.read_text().splitlines()[1:]] == []
+
+
 def test_bench_distill_settings_leave_out_threads_and_progress_but_not_the_budget(tmp_path, tiny_teacher):
     from trainer.bench.distill import bench_settings
 

@@ -105,8 +105,14 @@ def _announce(rows: list[dict]) -> None:
               f"motion_acc {row['motion_acc']:.3f}  saturation {row['saturation_mean']:.3f}", file=sys.stderr, flush=True)
 
 
+class BenchStopped(Exception):
+    """A variant's training was stopped (Ctrl-C, SIGTERM) before its last step, so it was not scored."""
+
+
 def run_distill_bench(base, variants: list[str], repeats: int = 1, max_clips: int | None = None,
-                      rows_file: Path | None = None, fresh: bool = False) -> dict:
+                      rows_file: Path | None = None, fresh: bool = False, stop_check=None) -> dict:
+    """Train and score every variant not yet in ``rows_file``; ``stop_check`` is ``distill``'s. A variant
+    whose training stops early raises ``BenchStopped`` instead of being scored as if it had finished."""
     from ..backends.base import STUDENT, TEACHER
     from ..distill.job import student_setup
     from ..distill.loop import distill
@@ -124,8 +130,12 @@ def run_distill_bench(base, variants: list[str], repeats: int = 1, max_clips: in
                 continue
             cfg = variant_config(base, name, Path(tmp))
             t0 = time.perf_counter()
-            outcome = distill(cfg)
+            outcome = distill(cfg, stop_check=stop_check)
             seconds = round(time.perf_counter() - t0, 1)
+            if outcome.stopped_early:  # its state was in the temporary folder: a rerun trains it from the start
+                kept = f" in {rows_file}; rerun the same command to continue" if rows_file is not None else ""
+                raise BenchStopped(f"bench distill stopped during {name!r} at step {outcome.steps_done} of {cfg.steps}, "
+                                   f"so it is not scored; the rows measured so far are kept{kept}")
             with torch.no_grad():
                 if done.get("teacher") is None:  # the teacher rows, once, from the same base weights
                     teacher_rows, _ = evaluate_setups(outcome.backend.view(TEACHER),
@@ -164,8 +174,12 @@ def run(args: argparse.Namespace) -> int:
     from ..distill.config import DistillConfig
 
     base = load_config(DistillConfig, args, args.config)
-    result = run_distill_bench(base, [v for v in args.variants.split(",") if v], args.repeats,
-                               rows_file=args.rows_file, fresh=args.fresh)
+    try:
+        result = run_distill_bench(base, [v for v in args.variants.split(",") if v], args.repeats,
+                                   rows_file=args.rows_file, fresh=args.fresh)
+    except BenchStopped as err:
+        print(err, file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(result, indent=2))
     else:
