@@ -181,7 +181,16 @@ def test_bench_distill_keeps_measured_rows_across_a_rerun(tmp_path, tiny_teacher
     assert second["rows"][1] == first["rows"][1]
     assert second["train_seconds"]["adv"] == first["train_seconds"]["adv"]
     assert [json.loads(line).get("key") for line in rows_file.read_text().splitlines()[1:]] == ["teacher", "adv", "gpd"]
-    # other settings (here the step count) measure everything again
+    # a new ADV recipe measures the ADV variant again and keeps the teacher's and the other methods' rows
+    new_recipe = dataclasses.replace(base, adv=dataclasses.replace(base.adv, temporal_weight=base.adv.temporal_weight + 1))
+    after = run_distill_bench(new_recipe, ["adv", "gpd"], max_clips=4, rows_file=rows_file)
+    assert after["rows"][3]["fd"] != 12345.0, "an ADV row measured with the old recipe was reused"
+    assert after["rows"][4] == second["rows"][4] and after["train_seconds"]["gpd"] == second["train_seconds"]["gpd"]
+    assert after["rows"][1] == first["rows"][1]
+    stored = [json.loads(line) for line in rows_file.read_text().splitlines()[1:]]
+    assert [e["key"] for e in stored] == ["teacher", "gpd", "adv"], "the stale ADV row was not replaced"
+    assert stored[2]["variant"]["adv"]["temporal_weight"] == base.adv.temporal_weight + 1
+    # other shared settings (here the step count) measure everything again
     third = run_distill_bench(tiny_config(tmp_path, tiny_teacher, steps=2, batch_size=1), ["adv"], max_clips=4,
                               rows_file=rows_file)
     assert third["rows"][3]["fd"] != 12345.0
@@ -206,6 +215,20 @@ def test_bench_distill_settings_leave_out_threads_and_progress_but_not_the_budge
     assert bench_settings(dataclasses.replace(base, threads=1, progress=True), 1, None) == settings
     assert bench_settings(dataclasses.replace(base, steps=2), 1, None) != settings
     assert bench_settings(base, 2, None) != settings
+    # a method's own recipe is kept with its variant's rows, not in the settings every row shares
+    assert bench_settings(dataclasses.replace(base, gpd=dataclasses.replace(base.gpd, num_stages=1)), 1, None) == settings
+
+
+def test_bench_distill_variant_settings_hold_the_variants_own_method_config(tmp_path, tiny_teacher):
+    from trainer.bench.distill import variant_config, variant_settings
+
+    base = tiny_config(tmp_path, tiny_teacher, steps=1, batch_size=1, adv=DistillConfig().adv)  # the main job's GAN weight
+    no_gan = variant_settings(variant_config(base, "adv_no_gan", tmp_path))
+    assert no_gan["method"] == "adv" and no_gan["adv"]["gan_weight"] == 0.0 and set(no_gan) == {"method", "adv"}
+    assert no_gan != variant_settings(variant_config(base, "adv", tmp_path))
+    changed_gpd = dataclasses.replace(base, gpd=dataclasses.replace(base.gpd, num_stages=1))
+    assert variant_settings(variant_config(changed_gpd, "adv", tmp_path)) == variant_settings(variant_config(base, "adv", tmp_path))
+    assert variant_settings(variant_config(changed_gpd, "gpd", tmp_path)) != variant_settings(variant_config(base, "gpd", tmp_path))
 
 
 def test_terms_that_learn_from_real_latents_are_refused_before_training_without_them(tmp_path, tiny_teacher):

@@ -8,8 +8,10 @@ the same run. Variants are data (``VARIANTS``): a method name plus config overri
 A full run takes about an hour on a CPU, so every row is appended to a JSON-lines file as soon as
 it is measured (``--rows-file``, default ``runs/bench/distill_rows.jsonl``) and printed to stderr.
 Run the same command again after a crash or Ctrl-C and it keeps the rows already measured with the
-same settings (the file's first line holds them) and trains only the missing variants; other
-settings start the file afresh (``--fresh`` always does).
+same settings and trains only the missing variants. The file's first line holds the settings every
+row shares (budget, seeds, student steps, teacher, clips); other shared settings start the file
+afresh (``--fresh`` always does). Each variant's row also holds its own method's config, so a change
+to one method's recipe measures again only the variants of that method.
 """
 
 from __future__ import annotations
@@ -51,12 +53,17 @@ def variant_config(base, name: str, state_root: Path):
                                state_dir=state_root / name, out=state_root / "out", **{method: method_cfg})
 
 
+def _method_sections() -> set[str]:
+    return {method for method, _ in VARIANTS.values()}
+
+
 def bench_settings(base, repeats: int, max_clips: int | None) -> dict:
     """What decides every row besides the variant: rows measured under other settings are not reused.
 
     Left out: where outputs go, the progress bar and the thread count. Threads change only the order of
     floating-point sums (rows measured with one or two agree to rounding, which a 600-step run can carry
-    into its last digits), so a rerun with another ``--threads`` keeps the hours of rows already measured."""
+    into its last digits), so a rerun with another ``--threads`` keeps the hours of rows already measured.
+    Also left out: the methods' own configs, which ``variant_settings`` keeps with each variant's row."""
     from ..config import config_to_dict
     from ..eval.reference import file_sha256
     from ..toy.teacher import teacher_path
@@ -64,15 +71,24 @@ def bench_settings(base, repeats: int, max_clips: int | None) -> dict:
     teacher = teacher_path(base.teacher)
     digest = file_sha256(teacher) if teacher.is_file() else None
     unmeasured = {"out": Path("."), "state_dir": None, "progress": False, "threads": 0}
-    return {"config": config_to_dict(dataclasses.replace(base, **unmeasured)),
-            "teacher_sha256": digest, "repeats": repeats, "max_clips": max_clips}
+    shared = config_to_dict(dataclasses.replace(base, **unmeasured))
+    for key in (*_method_sections(), "method", "name"):
+        shared.pop(key)
+    return {"config": shared, "teacher_sha256": digest, "repeats": repeats, "max_clips": max_clips}
+
+
+def variant_settings(cfg) -> dict:
+    """What decides a variant's row besides ``bench_settings``: its method and that method's full config."""
+    from ..config import config_to_dict
+
+    return {"method": cfg.method, cfg.method: config_to_dict(getattr(cfg, cfg.method))}
 
 
 class RowsFile:
     """The rows measured so far, one JSON object per line after a settings line; ``None`` path: memory only."""
 
     def __init__(self, path: Path | None, settings: dict, fresh: bool = False):
-        self.path, self.entries = path, []
+        self.path, self.settings, self.entries = path, settings, []
         if path is None:
             return
         path = Path(path)
@@ -88,13 +104,21 @@ class RowsFile:
         # rewritten atomically: drops a stale file and any cut-short line, and a kill here loses nothing
         atomic_write_text("".join(json.dumps(e) + "\n" for e in [{"settings": settings}, *self.entries]), path)
 
-    def get(self, key: str) -> dict | None:
-        return next((e for e in self.entries if e["key"] == key), None)
+    def get(self, key: str, variant: dict | None = None) -> dict | None:
+        """The row stored under ``key`` if it was measured with ``variant`` (a variant's own settings)."""
+        return next((e for e in self.entries if e["key"] == key and e.get("variant") == variant), None)
 
-    def add(self, key: str, **values) -> None:
-        entry = {"key": key, **values}
-        self.entries.append(entry)
-        if self.path is not None:
+    def add(self, key: str, variant: dict | None = None, **values) -> None:
+        """Store a row; one measured under other variant settings with the same key is replaced."""
+        stale = [e for e in self.entries if e["key"] == key]
+        entry = {"key": key, **({"variant": variant} if variant is not None else {}), **values}
+        self.entries = [e for e in self.entries if e["key"] != key] + [entry]
+        if self.path is None:
+            return
+        if stale:
+            atomic_write_text("".join(json.dumps(e) + "\n" for e in [{"settings": self.settings}, *self.entries]),
+                              self.path)
+        else:
             with open(self.path, "a") as f:
                 f.write(json.dumps(entry) + "\n")
 
@@ -126,9 +150,9 @@ def run_distill_bench(base, variants: list[str], repeats: int = 1, max_clips: in
     done = RowsFile(rows_file, bench_settings(base, repeats, max_clips), fresh)
     with tempfile.TemporaryDirectory(prefix="stride_bench_distill_") as tmp:
         for name in variants:
-            if done.get(name) is not None:
-                continue
             cfg = variant_config(base, name, Path(tmp))
+            if done.get(name, variant_settings(cfg)) is not None:
+                continue
             t0 = time.perf_counter()
             outcome = distill(cfg, stop_check=stop_check)
             seconds = round(time.perf_counter() - t0, 1)
@@ -145,11 +169,12 @@ def run_distill_bench(base, variants: list[str], repeats: int = 1, max_clips: in
                     _announce(teacher_rows[1:])
                 student_rows, _ = evaluate_setups(outcome.backend.view(STUDENT),
                                                   [student_setup(outcome, cfg.method, name)], eval_set)
-            done.add(name, rows=[student_rows[1]], train_seconds=seconds)
+            done.add(name, variant_settings(cfg), rows=[student_rows[1]], train_seconds=seconds)
             _announce(student_rows[1:])
             del outcome
-    rows = [*(done.get("teacher") or {"rows": []})["rows"], *(done.get(n)["rows"][0] for n in variants)]
-    train_seconds = {n: done.get(n)["train_seconds"] for n in variants}
+    measured = {n: done.get(n, variant_settings(variant_config(base, n, Path(".")))) for n in variants}
+    rows = [*(done.get("teacher") or {"rows": []})["rows"], *(measured[n]["rows"][0] for n in variants)]
+    train_seconds = {n: measured[n]["train_seconds"] for n in variants}
     rows = [{key: row[key] for key in ROW_KEYS} | {k: v for k, v in row.items() if k not in ROW_KEYS} for row in rows]
     return {"steps": base.steps, "batch_size": base.batch_size, "seed": base.seed, "clips_per_row": len(eval_set.attributes()),
             "train_seconds": train_seconds, "rows": rows, "ratios": speedups(rows)}
