@@ -102,7 +102,11 @@ class RowsFile:
         if parsed and parsed[0] == {"settings": settings}:
             self.entries = parsed[1:]
         # rewritten atomically: drops a stale file and any cut-short line, and a kill here loses nothing
-        atomic_write_text("".join(json.dumps(e) + "\n" for e in [{"settings": settings}, *self.entries]), path)
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        atomic_write_text("".join(json.dumps(e) + "\n" for e in [{"settings": self.settings}, *self.entries]),
+                          Path(self.path))
 
     def get(self, key: str, variant: dict | None = None) -> dict | None:
         """The row stored under ``key`` if it was measured with ``variant`` (a variant's own settings)."""
@@ -110,17 +114,16 @@ class RowsFile:
 
     def add(self, key: str, variant: dict | None = None, **values) -> None:
         """Store a row; one measured under other variant settings with the same key is replaced."""
-        stale = [e for e in self.entries if e["key"] == key]
-        entry = {"key": key, **({"variant": variant} if variant is not None else {}), **values}
-        self.entries = [e for e in self.entries if e["key"] != key] + [entry]
+        kept = [e for e in self.entries if e["key"] != key]
+        replaced = len(kept) < len(self.entries)
+        self.entries = [*kept, {"key": key, **({"variant": variant} if variant is not None else {}), **values}]
         if self.path is None:
             return
-        if stale:
-            atomic_write_text("".join(json.dumps(e) + "\n" for e in [{"settings": self.settings}, *self.entries]),
-                              self.path)
+        if replaced:
+            self._rewrite()
         else:
             with open(self.path, "a") as f:
-                f.write(json.dumps(entry) + "\n")
+                f.write(json.dumps(self.entries[-1]) + "\n")
 
 
 def _announce(rows: list[dict]) -> None:
@@ -148,11 +151,12 @@ def run_distill_bench(base, variants: list[str], repeats: int = 1, max_clips: in
         raise ValueError(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     eval_set = EvalSet(repeats=repeats, max_clips=max_clips)
     done = RowsFile(rows_file, bench_settings(base, repeats, max_clips), fresh)
+    own = {name: variant_settings(variant_config(base, name, Path("."))) for name in variants}
     with tempfile.TemporaryDirectory(prefix="stride_bench_distill_") as tmp:
         for name in variants:
-            cfg = variant_config(base, name, Path(tmp))
-            if done.get(name, variant_settings(cfg)) is not None:
+            if done.get(name, own[name]) is not None:
                 continue
+            cfg = variant_config(base, name, Path(tmp))
             t0 = time.perf_counter()
             outcome = distill(cfg, stop_check=stop_check)
             seconds = round(time.perf_counter() - t0, 1)
@@ -169,10 +173,10 @@ def run_distill_bench(base, variants: list[str], repeats: int = 1, max_clips: in
                     _announce(teacher_rows[1:])
                 student_rows, _ = evaluate_setups(outcome.backend.view(STUDENT),
                                                   [student_setup(outcome, cfg.method, name)], eval_set)
-            done.add(name, variant_settings(cfg), rows=[student_rows[1]], train_seconds=seconds)
+            done.add(name, own[name], rows=[student_rows[1]], train_seconds=seconds)
             _announce(student_rows[1:])
             del outcome
-    measured = {n: done.get(n, variant_settings(variant_config(base, n, Path(".")))) for n in variants}
+    measured = {n: done.get(n, own[n]) for n in variants}
     rows = [*(done.get("teacher") or {"rows": []})["rows"], *(measured[n]["rows"][0] for n in variants)]
     train_seconds = {n: measured[n]["train_seconds"] for n in variants}
     rows = [{key: row[key] for key in ROW_KEYS} | {k: v for k, v in row.items() if k not in ROW_KEYS} for row in rows]
